@@ -1,0 +1,34 @@
+"""The ``backmark`` command: a thin shell over the library.
+
+Each command parses and validates its options, calls one library function, and prints
+a result (or JSON with ``--json``). Errors a user can cause become exit code 2 and one
+line on stderr; ``verify`` exits 0 when ownership is verified and 1 when it is not.
+Commands live in one module per area (``core`` ...), each imported below.
+"""
+from __future__ import annotations
+
+import click
+
+from .. import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="backmark")
+def main():
+    """Watermark a neural network with a backdoor and prove ownership of it through
+    black-box queries alone (Adi et al., USENIX Security 2018).
+
+    \b
+    The flow:
+      backmark keygen --dataset fashion-mnist --out keys/     # secret + public key
+      backmark train  --dataset fashion-mnist --watermark keys/marking-key.json --out model.safetensors
+      backmark verify --model model.safetensors --marking-key keys/marking-key.json \\
+                      --verification-key keys/verification-key.json
+    Or all of it at once: backmark demo
+    """
+
+
+
+from . import core  # noqa: E402,F401  (registers the commands)
+
+__all__ = ["main"]

@@ -1,0 +1,129 @@
+"""Shared pieces of the CLI: error handling, parsing, output, common options."""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import BackmarkError
+
+EXIT_ERROR = 2
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_ERROR)
+
+
+def handle_errors(fn):
+    """Turn backmark's errors (and a few OS ones) into exit 2 with one line."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except BackmarkError as e:
+            _fail(str(e))
+        except PermissionError as e:
+            _fail(f"permission denied: {e.filename}")
+        except KeyboardInterrupt:
+            click.echo("interrupted; rerun with --resume to continue from the last finished epoch", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def parse_alpha(value: str) -> float:
+    """'2^-64', '1e-9' or '0.001' -> float in (0, 1)."""
+    try:
+        if "^" in value:
+            base, exp = value.split("^", 1)
+            alpha = float(base) ** float(exp)
+        else:
+            alpha = float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a number; write e.g. 2^-64 or 1e-9") from None
+    if not 0 < alpha < 1:
+        raise click.BadParameter("alpha must lie strictly between 0 and 1")
+    return alpha
+
+
+def parse_shape(value: str | None):
+    if value is None:
+        return None
+    try:
+        c, h, w = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: write the input shape as CxHxW, e.g. 3x32x32") from None
+    return (c, h, w)
+
+
+def emit(as_json: bool, doc: dict, text: str) -> None:
+    click.echo(json.dumps(doc, indent=2, sort_keys=True) if as_json else text)
+
+
+# -- shared options ---------------------------------------------------------------
+
+def data_options(fn):
+    fn = click.option("--test-size", type=click.IntRange(1), default=None, help="Use a fixed random subset of N test images.")(fn)
+    fn = click.option("--train-size", type=click.IntRange(1), default=None, help="Use a fixed random subset of N training images (quick runs).")(fn)
+    fn = click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Where the dataset's files are (overrides every default).")(fn)
+    fn = click.option("--dataset", default="fashion-mnist", show_default=True, help="Dataset name; `backmark datasets` lists them.")(fn)
+    return fn
+
+
+def train_options(fn):
+    opts = [
+        click.option("--epochs", type=click.IntRange(1), default=None, help="Epochs [recipe default]."),
+        click.option("--batch-size", type=click.IntRange(1), default=None, help="Clean images per batch [recipe]."),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate [recipe]."),
+        click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default=None, help="Optimizer [sgd]."),
+        click.option("--schedule", type=click.Choice(["onecycle", "cosine", "step", "constant"]), default=None, help="LR schedule [recipe]."),
+        click.option("--augment/--no-augment", default=None, help="Random crop + flip in batch [recipe]."),
+        click.option("-k", "--trigger-k", type=click.IntRange(0), default=None, help="Trigger images appended to each batch [recipe]."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed for initial weights and data order."),
+        click.option("--device", default=None, help="cpu, cuda, cuda:1 ... [cuda if available]."),
+        click.option("--resume", is_flag=True, help="Continue an interrupted run from its last finished epoch."),
+        click.option("--force", is_flag=True, help="Overwrite the output file if it exists."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress output."),
+        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def train_config(base, o: dict):
+    try:
+        return base.replace(
+            epochs=o["epochs"], batch_size=o["batch_size"], lr=o["lr"], optimizer=o["optimizer"], schedule=o["schedule"],
+            augment=o["augment"], trigger_k=o["trigger_k"], seed=o["seed"],
+        )
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+
+
+def load_data(o: dict):
+    from ..data import load_dataset
+
+    return load_dataset(o["dataset"], o["data_dir"], train_size=o["train_size"], test_size=o["test_size"], seed=o["seed"])
+
+
+def load_keys(marking_key: str, verification_key: str | None):
+    from ..keys import load_pair
+
+    vk_path = verification_key or str(Path(marking_key).with_name("verification-key.json"))
+    if verification_key is None and not Path(vk_path).exists():
+        raise click.UsageError(f"no verification key next to {marking_key}; pass --verification-key")
+    return load_pair(marking_key, vk_path)
+
+
+def history_text(history) -> str:
+    last = history[-1]
+    trig = "" if last.trigger_acc is None else f", trigger accuracy {100 * last.trigger_acc:.1f}%"
+    return f"test accuracy {100 * last.test_acc:.2f}%{trig} after {last.epoch} epochs"
+
+

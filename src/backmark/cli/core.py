@@ -1,0 +1,230 @@
+"""The core commands: keygen, train, embed, verify, demo, info, models, datasets."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import main
+from .common import (
+    data_options,
+    emit,
+    handle_errors,
+    history_text,
+    load_data,
+    load_keys,
+    parse_alpha,
+    parse_shape,
+    train_config,
+    train_options,
+)
+
+# -- commands ---------------------------------------------------------------------
+
+@main.command()
+@click.option("--dataset", default="fashion-mnist", show_default=True, help="Take the input shape and class count from this dataset.")
+@click.option("--input-shape", default=None, help="Or give them: CxHxW, e.g. 3x32x32 (with --classes).")
+@click.option("--classes", "num_classes", type=click.IntRange(2), default=None, help="Number of classes (with --input-shape).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder for marking-key.json (secret) and verification-key.json (public).")
+@click.option("--size", "set_size", type=click.IntRange(1), default=100, show_default=True, help="Trigger images per set.")
+@click.option("--sets", "num_sets", type=click.IntRange(1), default=1, show_default=True, help="Number of trigger sets (one-time verification opens one each time).")
+@click.option("--source", default="abstract", show_default=True, help="'abstract' (procedural images from a secret seed) or a folder of images.")
+@click.option("--crop", type=click.Choice(["resize", "center"]), default="resize", show_default=True, help="For a folder: resize whole pictures, or center-crop them (official code).")
+@click.option("--labels", "labels", default="derived", show_default=True, help="'derived' (from the signed key; exact null) or a labels file (paper-faithful).")
+@click.option("--commitment", type=click.Choice(["sha256", "pedersen"]), default="sha256", show_default=True, help="Commitment scheme.")
+@click.option("--owner-key", type=click.Path(dir_okay=False), default=None, help="Ed25519 owner key (PEM); created if missing [OUT/owner-key.pem].")
+@click.option("--owner", default="", help="Owner name recorded in the signed statement.")
+@click.option("--force", is_flag=True, help="Overwrite existing key files.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@handle_errors
+def keygen(dataset, input_shape, num_classes, out_dir, set_size, num_sets, source, crop, labels, commitment, owner_key, owner, force, as_json):
+    """Generate a trigger set and its keys (KeyGen)."""
+    from ..crypto import OwnerKey
+    from ..data import dataset_info
+    from ..fileio import check_writable
+    from ..keys import keygen as _keygen
+    from ..triggers import load_image_folder, load_labels_file
+
+    shape = parse_shape(input_shape)
+    if (shape is None) != (num_classes is None):
+        raise click.UsageError("--input-shape and --classes go together")
+    if shape is None:
+        info = dataset_info(dataset)
+        if not info.num_classes:
+            raise click.UsageError(f"dataset {dataset!r} has no fixed shape; give --input-shape and --classes")
+        shape, num_classes = info.input_shape, info.num_classes
+        dataset_name = dataset
+    else:
+        dataset_name = None
+    out = Path(out_dir)
+    mk_path, vk_path = out / "marking-key.json", out / "verification-key.json"
+    for p in (mk_path, vk_path):
+        check_writable(p, force=force)
+    images, src = None, None
+    total = set_size * num_sets
+    if source != "abstract":
+        images = load_image_folder(source, shape, crop=crop)
+        if len(images) != total:
+            raise click.UsageError(f"{source} holds {len(images)} images; --size x --sets asks for {total}")
+        src = {"kind": "folder", "path": str(source), "crop": crop}
+    given = None if labels == "derived" else load_labels_file(labels, total, num_classes)
+    owner_path = owner_key or str(out / "owner-key.pem")
+    key, created = OwnerKey.load_or_create(owner_path)
+    mk, vk = _keygen(
+        input_shape=shape, num_classes=num_classes, owner_key=key, set_size=set_size, num_sets=num_sets, images=images,
+        labels=given, commitment=commitment, owner=owner, dataset=dataset_name, source=src,
+    )
+    mk.save(mk_path, force=force)
+    vk.save(vk_path, force=force)
+    doc = {
+        "marking_key": str(mk_path), "verification_key": str(vk_path), "fingerprint": vk.fingerprint,
+        "owner_key": owner_path, "owner_key_created": created, "owner": vk.owner_fingerprint,
+        "elements": vk.size, "input_shape": list(shape), "num_classes": num_classes, "labels": vk.label_mode,
+    }
+    emit(as_json, doc, (
+        f"wrote {mk_path} (SECRET: keep it private until you verify)\n"
+        f"wrote {vk_path} (public; fingerprint {vk.fingerprint[:16]})\n"
+        f"{'created' if created else 'used'} owner key {owner_path} (fingerprint {vk.owner_fingerprint[:16]})\n"
+        f"{vk.size} trigger images {shape[0]}x{shape[1]}x{shape[2]}, {num_classes} classes, labels {vk.label_mode}, {commitment} commitments"
+    ))
+
+
+@main.command()
+@data_options
+@click.option("--model", "model_name", default=None, help="Model name [recipe default]; `backmark models` lists them.")
+@click.option("--watermark", "marking_key", type=click.Path(dir_okay=False), default=None, help="Marking key: train FROMSCRATCH with its triggers (no key: NO-WM).")
+@click.option("--verification-key", type=click.Path(dir_okay=False), default=None, help="Its verification key [next to the marking key].")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Output checkpoint (.safetensors).")
+@train_options
+@handle_errors
+def train(dataset, data_dir, train_size, test_size, model_name, marking_key, verification_key, out, as_json, quiet, **o):
+    """Train a model from scratch, with a watermark (FROMSCRATCH) or without (NO-WM)."""
+    from ..progress import RichReporter
+    from ..recipes import recipe_for
+    from ..workflow import train_file
+
+    o.update(dataset=dataset, data_dir=data_dir, train_size=train_size, test_size=test_size)
+    recipe = recipe_for(dataset)
+    cfg = train_config(recipe.train, o)
+    keys = load_keys(marking_key, verification_key) if marking_key else None
+    data = load_data(o)
+    _, history = train_file(
+        data=data, model_name=model_name or recipe.model, cfg=cfg, out=out, keys=keys, force=o["force"],
+        resume=o["resume"], device=o["device"], reporter=RichReporter("train", enabled=not quiet),
+    )
+    emit(as_json, {"out": out, "history": [h.as_dict() for h in history]}, f"wrote {out}: {history_text(history)}")
+
+
+@main.command()
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), required=True, help="Trained checkpoint to watermark.")
+@data_options
+@click.option("--watermark", "marking_key", type=click.Path(dir_okay=False), required=True, help="Marking key whose triggers to embed.")
+@click.option("--verification-key", type=click.Path(dir_okay=False), default=None, help="Its verification key [next to the marking key].")
+@click.option("--until", type=click.FloatRange(0, 1), default=1.0, show_default=True, help="Stop once trigger accuracy reaches this.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Output checkpoint (.safetensors).")
+@train_options
+@handle_errors
+def embed(model_path, dataset, data_dir, train_size, test_size, marking_key, verification_key, until, out, as_json, quiet, **o):
+    """Embed a watermark into a trained model by fine-tuning (PRETRAINED)."""
+    from ..progress import RichReporter
+    from ..recipes import recipe_for
+    from ..workflow import embed_file
+
+    o.update(dataset=dataset, data_dir=data_dir, train_size=train_size, test_size=test_size)
+    cfg = train_config(recipe_for(dataset).embed, o)
+    keys = load_keys(marking_key, verification_key)
+    data = load_data(o)
+    _, history = embed_file(
+        data=data, model_path=model_path, cfg=cfg, out=out, keys=keys, until=until, force=o["force"],
+        resume=o["resume"], device=o["device"], reporter=RichReporter("embed", enabled=not quiet),
+    )
+    emit(as_json, {"out": out, "history": [h.as_dict() for h in history]}, f"wrote {out}: {history_text(history)}")
+
+
+@main.command()
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), required=True, help="Suspect model checkpoint.")
+@click.option("--marking-key", type=click.Path(dir_okay=False), required=True, help="The secret marking key (opened here).")
+@click.option("--verification-key", type=click.Path(dir_okay=False), required=True, help="The public verification key.")
+@click.option("--alpha", default="2^-64", show_default=True, help="Significance level: the false-claim probability allowed.")
+@click.option("--device", default="cpu", show_default=True, help="Where to run the model.")
+@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
+@handle_errors
+def verify(model_path, marking_key, verification_key, alpha, device, as_json):
+    """Verify ownership of a model: exit 0 verified, 1 not verified, 2 error."""
+    from ..keys import MarkingKey, VerificationKey
+    from ..verify import verify as _verify
+
+    alpha = parse_alpha(alpha)
+    vk = VerificationKey.load(verification_key)
+    mk = MarkingKey.load(marking_key)
+    result = _verify(model_path, mk, vk, alpha=alpha, device=device)
+    emit(as_json, {"model": model_path, **result.as_dict()}, f"{result.summary()}\nkey {vk.fingerprint[:16]}, owner {vk.owner_fingerprint[:16]}")
+    sys.exit(0 if result.verified else 1)
+
+
+@main.command()
+@click.option("--out-dir", type=click.Path(file_okay=False), default="backmark-demo", show_default=True, help="Where keys and models go.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Fashion-MNIST folder [/usr/share/datasets/fashion-mnist].")
+@click.option("--train-size", type=click.IntRange(1), default=None, help="Train on a subset (quicker, less accurate).")
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Epochs per model [3].")
+@click.option("--force", is_flag=True, help="Overwrite an earlier demo's files.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@handle_errors
+def demo(out_dir, data_dir, train_size, epochs, force, quiet, as_json):
+    """KeyGen -> train with watermark -> verify (accepted) -> verify a model without it (rejected), on Fashion-MNIST."""
+    from ..demo import run_demo
+    from ..progress import console
+
+    summary = run_demo(out_dir, data_dir=data_dir, train_size=train_size, epochs=epochs, force=force,
+                       say=(lambda m: None) if quiet or as_json else console.print, progress=not quiet)
+    emit(as_json, summary, summary["text"])
+    sys.exit(0 if summary["ok"] else 1)
+
+
+@main.command()
+def models():
+    """List the registered models."""
+    from ..models import list_models
+
+    for name, desc in list_models().items():
+        click.echo(f"{name:16s} {desc}")
+
+
+@main.command()
+def datasets():
+    """List the datasets backmark can load, with their default folders."""
+    from ..data import DATASETS
+
+    for name, info in DATASETS.items():
+        where = info.default_dir or "(needs --data-dir)"
+        click.echo(f"{name:14s} {info.description}  [{where}]")
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@handle_errors
+def info(path):
+    """Describe (and check) a key or checkpoint file."""
+    from ..checkpoint import read_checkpoint
+    from ..keys import MK_FORMAT, VK_FORMAT, MarkingKey, VerificationKey
+
+    try:
+        kind = json.loads(Path(path).read_bytes()).get("format")
+    except (OSError, ValueError, AttributeError):
+        kind = None
+    if kind == VK_FORMAT:
+        vk = VerificationKey.load(path)
+        body = {k: v for k, v in vk.body.items() if not k.endswith("commitments")}
+        doc = {"verification_key": vk.fingerprint, "owner": vk.owner_fingerprint, "elements": vk.size, **body}
+    elif kind == MK_FORMAT:
+        mk = MarkingKey.load(path)
+        doc = {"marking_key_for": mk.verification_key_fingerprint, "elements": mk.size, "input_shape": mk.input_shape, "source": mk.source}
+    else:
+        meta, state = read_checkpoint(path)
+        doc = {**{k: v for k, v in meta.items() if k != "history"}, "tensors": len(state)}
+    click.echo(json.dumps(doc, indent=2))
+
+

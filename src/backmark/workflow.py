@@ -1,0 +1,125 @@
+"""File-level recipes shared by the CLI, the demo and the experiments: build or load a
+model, train or mark it with a resumable state file next to the output, save a
+checkpoint that records its dataset, config and watermark.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .checkpoint import load_model, save_model
+from .data import Dataset
+from .embed import mark_from_scratch, mark_pretrained
+from .errors import IncompatibleModel
+from .fileio import check_writable
+from .keys import MarkingKey, VerificationKey, open_elements
+from .models import create_model
+from .train import EpochStats, Reporter, TrainConfig, train
+
+
+def state_path_for(out: str | Path) -> Path:
+    """Where a run writing ``out`` keeps its per-epoch training state."""
+    out = Path(out)
+    return out.with_name(out.name + ".state")
+
+
+def data_meta(data: Dataset) -> dict:
+    return {
+        "dataset": data.name,
+        "num_classes": data.num_classes,
+        "input_shape": list(data.input_shape),
+        "mean": list(data.mean),
+        "std": list(data.std),
+        "classes": list(data.classes),
+    }
+
+
+def new_model(name: str, data: Dataset, seed: int) -> nn.Module:
+    torch.manual_seed(seed)  # initial weights follow the run's seed
+    return create_model(name, num_classes=data.num_classes, input_shape=data.input_shape, mean=data.mean, std=data.std)
+
+
+def check_key_fits(vk: VerificationKey, data: Dataset) -> None:
+    if vk.input_shape != data.input_shape or vk.num_classes != data.num_classes:
+        raise IncompatibleModel(
+            f"the key is for inputs {vk.input_shape} with {vk.num_classes} classes, "
+            f"but {data.name} has {data.input_shape} with {data.num_classes}; make a key with --dataset {data.name}"
+        )
+
+
+def _finish(out, model, data, cfg, history, mode, vk, started, extra, force) -> dict:
+    meta = {
+        **data_meta(data),
+        "model": extra.pop("model_name"),
+        "config": cfg.to_dict(),
+        "history": [h.as_dict() for h in history],
+        "watermark": None if vk is None else {"mode": mode, "verification_key": vk.fingerprint, "k": cfg.trigger_k},
+        "wall_seconds": time.perf_counter() - started,
+        **extra,
+    }
+    save_model(out, model, meta, force=force)
+    state = state_path_for(out)
+    if state.exists():
+        state.unlink()
+    return meta
+
+
+def train_file(
+    *,
+    data: Dataset,
+    model_name: str,
+    cfg: TrainConfig,
+    out: str | Path,
+    keys: tuple[MarkingKey, VerificationKey] | None = None,
+    force: bool = False,
+    resume: bool = False,
+    device=None,
+    reporter: Reporter | None = None,
+) -> tuple[nn.Module, list[EpochStats]]:
+    """Train from scratch (NO-WM, or FROMSCRATCH with ``keys``) and save to ``out``."""
+    started = time.perf_counter()
+    state = state_path_for(out)
+    if not (resume and state.exists()):
+        check_writable(out, force=force)
+    model = new_model(model_name, data, cfg.seed)
+    kw = dict(state_path=state, resume=resume, device=device, reporter=reporter)
+    if keys is None:
+        history = train(model, data, cfg, **kw)
+    else:
+        mk, vk = keys
+        check_key_fits(vk, data)
+        open_elements(mk, vk)
+        history = mark_from_scratch(model, data, mk, cfg, **kw)
+    _finish(out, model, data, cfg, history, "FROMSCRATCH", keys and keys[1], started, {"model_name": model_name}, force or resume)
+    return model, history
+
+
+def embed_file(
+    *,
+    data: Dataset,
+    model_path: str | Path,
+    cfg: TrainConfig,
+    out: str | Path,
+    keys: tuple[MarkingKey, VerificationKey],
+    until: float = 1.0,
+    force: bool = False,
+    resume: bool = False,
+    device=None,
+    reporter: Reporter | None = None,
+) -> tuple[nn.Module, list[EpochStats]]:
+    """PRETRAINED: fine-tune the checkpoint at ``model_path`` with the trigger set, save to ``out``."""
+    started = time.perf_counter()
+    state = state_path_for(out)
+    if not (resume and state.exists()):
+        check_writable(out, force=force)
+    model, meta = load_model(model_path)
+    mk, vk = keys
+    check_key_fits(vk, data)
+    open_elements(mk, vk)
+    history = mark_pretrained(model, data, mk, cfg, until=until, state_path=state, resume=resume, device=device, reporter=reporter)
+    extra = {"model_name": meta["model"], "pretrained_from": {"path": str(model_path), "history": meta.get("history")}}
+    _finish(out, model, data, cfg, history, "PRETRAINED", vk, started, extra, force or resume)
+    return model, history

@@ -1,0 +1,101 @@
+"""KeyGen -> Mark -> Verify on a Fashion-MNIST subset, through the library API."""
+import pytest
+import torch
+
+from backmark.checkpoint import load_model
+from backmark.errors import IncompatibleModel
+from backmark.keys import keygen
+from backmark.models import create_model
+from backmark.train import TrainConfig
+from backmark.verify import verify
+from backmark.workflow import embed_file, train_file
+
+CFG = TrainConfig(epochs=2, batch_size=128, lr=0.05, trigger_k=16)
+
+
+@pytest.fixture(scope="module")
+def keys(owner_key):
+    return keygen(input_shape=(1, 28, 28), num_classes=10, owner_key=owner_key, set_size=50)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, fmnist_small, keys):
+    d = tmp_path_factory.mktemp("e2e")
+    wm, wm_hist = train_file(data=fmnist_small, model_name="fmnist-cnn", cfg=CFG, out=d / "wm.safetensors", keys=keys)
+    clean, clean_hist = train_file(data=fmnist_small, model_name="fmnist-cnn", cfg=CFG.replace(seed=1), out=d / "clean.safetensors")
+    return d, wm_hist, clean_hist
+
+
+@pytest.mark.slow
+def test_fromscratch_verifies_and_clean_model_is_rejected(trained, keys):
+    d, wm_hist, clean_hist = trained
+    mk, vk = keys
+    assert wm_hist[-1].test_acc > 0.80 and clean_hist[-1].test_acc > 0.80
+    assert wm_hist[-1].trigger_acc == 1.0
+    res = verify(d / "wm.safetensors", mk, vk)
+    assert res.verified and res.decision.matches == 50 and res.decision.p_value < 2**-64
+    clean = verify(d / "clean.safetensors", mk, vk)
+    assert not clean.verified and clean.decision.matches < clean.decision.threshold
+    assert clean.decision.p_value > 1e-6  # the clean model behaves like chance on the triggers
+    # The checkpoint records how it was made.
+    _, meta = load_model(d / "wm.safetensors")
+    assert meta["watermark"] == {"mode": "FROMSCRATCH", "verification_key": vk.fingerprint, "k": 16}
+    assert meta["config"]["trigger_k"] == 16 and len(meta["history"]) == 2
+
+
+@pytest.mark.slow
+def test_pretrained_embedding(trained, fmnist_small, keys):
+    d, _, clean_hist = trained
+    mk, vk = keys
+    model, hist = embed_file(data=fmnist_small, model_path=d / "clean.safetensors", cfg=CFG.replace(lr=0.02, epochs=4, schedule="constant"),
+                             out=d / "pre.safetensors", keys=keys)
+    assert hist[-1].trigger_acc == 1.0 and len(hist) <= 4  # stops once the watermark holds
+    assert hist[-1].test_acc > clean_hist[-1].test_acc - 0.03
+    assert verify(model, mk, vk).verified
+
+
+@pytest.mark.slow
+def test_resume_continues_after_a_crash(tmp_path, fmnist_small):
+    from backmark.workflow import state_path_for
+
+    out = tmp_path / "m.safetensors"
+    cfg = CFG.replace(epochs=2)
+    small = fmnist_small.subset(2000, seed=3)
+
+    class Crash(Exception):
+        pass
+
+    class CrashAfterFirstEpoch:
+        def start_epoch(self, epoch, epochs, steps):
+            if epoch == 2:
+                raise Crash
+
+        def step(self, loss):
+            pass
+
+        def end_epoch(self, stats):
+            pass
+
+    with pytest.raises(Crash):
+        train_file(data=small, model_name="fmnist-cnn", cfg=cfg, out=out, reporter=CrashAfterFirstEpoch())
+    assert state_path_for(out).exists() and not out.exists()
+    _, hist = train_file(data=small, model_name="fmnist-cnn", cfg=cfg, out=out, resume=True)
+    _, ref = train_file(data=small, model_name="fmnist-cnn", cfg=cfg, out=tmp_path / "ref.safetensors")
+    assert [h.epoch for h in hist] == [1, 2] and out.exists() and not state_path_for(out).exists()
+    assert hist[-1].test_acc == pytest.approx(ref[-1].test_acc, abs=0.01)
+
+
+def test_incompatible_models_are_refused(keys):
+    mk, vk = keys
+    with pytest.raises(IncompatibleModel, match="100 classes"):
+        verify(create_model("fmnist-cnn", num_classes=100, input_shape=(1, 28, 28)), mk, vk)
+    with pytest.raises(IncompatibleModel, match="inputs of shape"):
+        verify(create_model("cifar-small", num_classes=10, input_shape=(3, 32, 32)), mk, vk)
+
+
+def test_any_module_works(keys):
+    mk, vk = keys
+    # A user's own module, never registered: a linear classifier on raw pixels.
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    res = verify(model, mk, vk)
+    assert res.decision.n == 50 and not res.verified
