@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Iterator
 
 from .errors import InvalidFile, OutputExists
 
@@ -24,14 +25,15 @@ def check_writable(path: str | os.PathLike, *, force: bool = False) -> Path:
     return p
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, force: bool = False, mode: int | None = None) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
+@contextmanager
+def atomic_open(path: str | os.PathLike, *, force: bool = False, mode: int | None = None) -> Iterator[BinaryIO]:
+    """Open a temporary file beside ``path`` for writing; on success fsync and rename it over ``path``."""
     p = check_writable(path, force=force)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         if mode is not None:
@@ -43,7 +45,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, force: bool = Fa
         except FileNotFoundError:
             pass
         raise
-    return p
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, force: bool = False, mode: int | None = None) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
+    with atomic_open(path, force=force, mode=mode) as f:
+        f.write(data)
+    return Path(path)
 
 
 def dumps_json(doc: Any) -> bytes:

@@ -22,7 +22,7 @@ class RichReporter:
         self._loss = float("nan")
 
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
-        if not self.enabled:
+        if not (self.enabled and console.is_terminal):  # bars only on a terminal; logs get the epoch lines
             return
         self._progress = Progress(
             TextColumn(f"[bold]{self.label}[/] epoch {epoch}/{epochs}"),

@@ -14,14 +14,14 @@ from .train import TrainConfig
 class Recipe:
     model: str
     train: TrainConfig  # FROMSCRATCH / NO-WM
-    embed: TrainConfig  # PRETRAINED fine-tuning with triggers
+    embed: TrainConfig  # PRETRAINED fine-tuning with triggers; stops once the watermark holds (--until), so epochs is a cap
 
 
 RECIPES: dict[str, Recipe] = {
     "fashion-mnist": Recipe(
         "fmnist-cnn",
         TrainConfig(epochs=3, batch_size=128, lr=0.05, trigger_k=2),
-        TrainConfig(epochs=2, batch_size=128, lr=0.01, trigger_k=2),
+        TrainConfig(epochs=10, batch_size=128, lr=0.01, schedule="constant", trigger_k=2),
     ),
     "mnist": Recipe(
         "fmnist-cnn",
@@ -31,7 +31,7 @@ RECIPES: dict[str, Recipe] = {
     "cifar10-jpg": Recipe(
         "cifar-small",
         TrainConfig(epochs=8, batch_size=256, lr=0.1, augment=True, trigger_k=4),
-        TrainConfig(epochs=3, batch_size=256, lr=0.02, augment=True, trigger_k=4),
+        TrainConfig(epochs=10, batch_size=256, lr=0.01, schedule="constant", augment=True, trigger_k=4),
     ),
     "paper": Recipe(
         "resnet18-cifar",
