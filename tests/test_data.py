@@ -226,6 +226,20 @@ def test_cifar_tarball_is_unpacked_into_cache(tmp_path):
     assert any(p.is_dir() for p in (tmp_path / "cache").iterdir())
 
 
+@pytest.mark.parametrize("has_filters", [True, False])
+def test_tarball_with_escaping_member_is_refused(tmp_path, monkeypatch, has_filters):
+    if not has_filters:  # the fallback used on Pythons without tarfile extraction filters
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    evil = tmp_path / "evil.txt"
+    evil.write_text("x")
+    tar_path = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(tar_path, "w:gz") as tf:
+        tf.add(evil, arcname="../escaped.txt")
+    with pytest.raises(DataError, match="cannot unpack"):
+        load_dataset("cifar10", tar_path)
+    assert not (tmp_path / "cache" / ".." / "escaped.txt").exists()
+
+
 def test_cifar_refuses_pickled_code(tmp_path):
     folder, _ = _write_cifar(tmp_path, "cifar10")
     (folder / "test_batch").write_bytes(pickle.dumps({b"data": os.getcwd}, protocol=2))  # a global it must not resolve

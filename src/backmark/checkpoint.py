@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from .distributed import is_main_process
 from .errors import InvalidFile
 from .fileio import atomic_write_bytes
 from .models import create_model
@@ -28,8 +29,11 @@ MODEL_VERSION = 1
 
 
 def save_model(path: str | os.PathLike, model: nn.Module, meta: dict, *, force: bool = False) -> Path:
-    """Write ``model``'s weights and ``meta`` (JSON-able) atomically."""
+    """Write ``model``'s weights and ``meta`` (JSON-able) atomically; under torchrun only rank 0 writes."""
     from safetensors.torch import save
+
+    if not is_main_process():
+        return Path(path)
 
     doc = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "backmark": __version__, **meta}
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -103,7 +107,9 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def save_state(path: str | os.PathLike, state: dict) -> Path:
-    """Atomically save resumable training state (tensors, numbers, strings, containers)."""
+    """Atomically save resumable training state (tensors, numbers, strings, containers); rank 0 alone writes."""
+    if not is_main_process():
+        return Path(path)
     buf = io.BytesIO()
     torch.save(state, buf)
     return atomic_write_bytes(path, buf.getvalue(), force=True)

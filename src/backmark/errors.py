@@ -41,3 +41,31 @@ class DataError(BackmarkError):
 
 class UnknownName(BackmarkError):
     """A model, dataset, attack or target name is not registered."""
+
+
+class RemoteError(BackmarkError):
+    """A remote model endpoint failed, timed out, or answered something that is not a prediction."""
+
+
+class QueryBudgetExceeded(RemoteError):
+    """Querying a remote model would send more images than the query budget allows."""
+
+
+class InvalidConfig(BackmarkError):
+    """An experiment config or attack budget has an unknown option or a bad value."""
+
+
+class MissingDependency(BackmarkError):
+    """An optional package a feature needs is not installed (the message names the extra)."""
+
+
+class SpentSet(BackmarkError):
+    """A PVerify trigger set was already opened (spent), is not the one the verifier's nonce selects, or none is left."""
+
+
+class TamperedRecord(BackmarkError):
+    """A spent log, public claim, report or proof failed its hash-chain, signature or consistency check."""
+
+
+class TooLargeForZK(BackmarkError):
+    """A model is too large for zero-knowledge proving on this machine."""

@@ -88,15 +88,23 @@ def verify(
     alpha: float = DEFAULT_ALPHA,
     indices: Sequence[int] | None = None,
     device="cpu",
+    output_layer=None,
 ) -> VerificationResult:
     """Private verification of ``model`` (nn.Module, Target or checkpoint path).
 
     Every element at ``indices`` (default: all) must open its commitments, else
-    TamperedKey / KeyMismatch is raised before the model is queried.
+    TamperedKey / KeyMismatch is raised before the model is queried. ``output_layer``:
+    the owner's kept ORIGINAL output layer (nn.Linear, state dict, output-layer file or
+    model checkpoint), swapped into a copy of the model before querying, as the paper
+    reports RTLL/RTAL and transfer learning (in-process models only).
     """
     vk.validate()
     idx = list(range(vk.size)) if indices is None else [int(i) for i in indices]
     labels = open_elements(mk, vk, idx)
+    if output_layer is not None:
+        from .attacks.outputlayer import with_output_layer
+
+        model = with_output_layer(model, output_layer, device=device)
     target = as_target(model, device=device)
     check_compatible(target, vk)
     preds = query(target, mk, idx)
@@ -108,6 +116,9 @@ def verify(
         p0 = null_rate(vk.num_classes)
     else:
         p0 = null_rate(vk.num_classes, labels, preds)
+    extra = {"output_layer_swapped": True} if output_layer is not None else {}
+    if callable(getattr(target, "report", None)):  # a remote target: requests, images sent, retries, audit-log head
+        extra["queries"] = target.report()
     return VerificationResult(
         decision=decide(matches, len(idx), p0, alpha),
         verification_key=vk.fingerprint,
@@ -116,4 +127,5 @@ def verify(
         indices=idx,
         labels=labels,
         predictions=preds,
+        extra=extra,
     )

@@ -12,6 +12,7 @@ from torch import nn
 
 from .checkpoint import load_model, save_model
 from .data import Dataset
+from .distributed import barrier, is_main_process
 from .embed import mark_from_scratch, mark_pretrained
 from .errors import IncompatibleModel
 from .fileio import check_writable
@@ -50,6 +51,17 @@ def check_key_fits(vk: VerificationKey, data: Dataset) -> None:
         )
 
 
+def _start(out, *, force: bool, resume: bool, data: Dataset, keys) -> Path:
+    """Check the output and the key before any work; return the state file's path."""
+    state = state_path_for(out)
+    if not (resume and state.exists()):
+        check_writable(out, force=force)
+    if keys is not None:
+        check_key_fits(keys[1], data)
+        open_elements(*keys)
+    return state
+
+
 def _finish(out, model, data, cfg, history, mode, vk, started, extra, force) -> dict:
     meta = {
         **data_meta(data),
@@ -60,10 +72,11 @@ def _finish(out, model, data, cfg, history, mode, vk, started, extra, force) -> 
         "wall_seconds": time.perf_counter() - started,
         **extra,
     }
-    save_model(out, model, meta, force=force)
+    save_model(out, model, meta, force=force)  # under torchrun rank 0 alone writes
     state = state_path_for(out)
-    if state.exists():
+    if is_main_process() and state.exists():
         state.unlink()
+    barrier()  # under torchrun every rank returns once the checkpoint exists
     return meta
 
 
@@ -81,18 +94,13 @@ def train_file(
 ) -> tuple[nn.Module, list[EpochStats]]:
     """Train from scratch (NO-WM, or FROMSCRATCH with ``keys``) and save to ``out``."""
     started = time.perf_counter()
-    state = state_path_for(out)
-    if not (resume and state.exists()):
-        check_writable(out, force=force)
+    state = _start(out, force=force, resume=resume, data=data, keys=keys)
     model = new_model(model_name, data, cfg.seed)
     kw = dict(state_path=state, resume=resume, device=device, reporter=reporter)
     if keys is None:
         history = train(model, data, cfg, **kw)
     else:
-        mk, vk = keys
-        check_key_fits(vk, data)
-        open_elements(mk, vk)
-        history = mark_from_scratch(model, data, mk, cfg, **kw)
+        history = mark_from_scratch(model, data, keys[0], cfg, **kw)
     _finish(out, model, data, cfg, history, "FROMSCRATCH", keys and keys[1], started, {"model_name": model_name}, force or resume)
     return model, history
 
@@ -112,13 +120,9 @@ def embed_file(
 ) -> tuple[nn.Module, list[EpochStats]]:
     """PRETRAINED: fine-tune the checkpoint at ``model_path`` with the trigger set, save to ``out``."""
     started = time.perf_counter()
-    state = state_path_for(out)
-    if not (resume and state.exists()):
-        check_writable(out, force=force)
+    state = _start(out, force=force, resume=resume, data=data, keys=keys)
     model, meta = load_model(model_path)
     mk, vk = keys
-    check_key_fits(vk, data)
-    open_elements(mk, vk)
     history = mark_pretrained(model, data, mk, cfg, until=until, state_path=state, resume=resume, device=device, reporter=reporter)
     extra = {"model_name": meta["model"], "pretrained_from": {"path": str(model_path), "history": meta.get("history")}}
     _finish(out, model, data, cfg, history, "PRETRAINED", vk, started, extra, force or resume)

@@ -7,6 +7,9 @@ Commands live in one module per area (``core`` ...), each imported below.
 """
 from __future__ import annotations
 
+import os
+import sys
+
 import click
 
 from .. import __version__
@@ -26,9 +29,14 @@ def main():
                       --verification-key keys/verification-key.json
     Or all of it at once: backmark demo
     """
+    if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 alone prints results (errors still reach stderr)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (for the life of the process)
 
 
 
 from . import core  # noqa: E402,F401  (registers the commands)
+from . import remote  # noqa: E402,F401
+from . import attack  # noqa: E402,F401
+from . import public  # noqa: E402,F401
 
 __all__ = ["main"]

@@ -86,6 +86,8 @@ def train_options(fn):
         click.option("-k", "--trigger-k", type=click.IntRange(0), default=None, help="Trigger images appended to each batch [recipe]."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed for initial weights and data order."),
         click.option("--device", default=None, help="cpu, cuda, cuda:1 ... [cuda if available]."),
+        click.option("--precision", type=click.Choice(["fp32", "bf16"]), default=None, help="bf16: autocast matmuls and convolutions [fp32]."),
+        click.option("--compile", "compile_mode", type=click.Choice(["auto", "on", "off"]), default=None, help="torch.compile the model: off (default), on, or auto (CUDA only)."),
         click.option("--resume", is_flag=True, help="Continue an interrupted run from its last finished epoch."),
         click.option("--force", is_flag=True, help="Overwrite the output file if it exists."),
         click.option("--quiet", "-q", is_flag=True, help="No progress output."),
@@ -100,7 +102,7 @@ def train_config(base, o: dict):
     try:
         return base.replace(
             epochs=o["epochs"], batch_size=o["batch_size"], lr=o["lr"], optimizer=o["optimizer"], schedule=o["schedule"],
-            augment=o["augment"], trigger_k=o["trigger_k"], seed=o["seed"],
+            augment=o["augment"], trigger_k=o["trigger_k"], seed=o["seed"], precision=o["precision"], compile=o["compile_mode"],
         )
     except ValueError as e:
         raise click.UsageError(str(e)) from None

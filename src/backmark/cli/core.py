@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -20,6 +21,7 @@ from .common import (
     train_config,
     train_options,
 )
+from .remote import open_cli_target, target_options
 
 # -- commands ---------------------------------------------------------------------
 
@@ -144,14 +146,17 @@ def embed(model_path, dataset, data_dir, train_size, test_size, marking_key, ver
 
 
 @main.command()
-@click.option("--model", "model_path", type=click.Path(dir_okay=False), required=True, help="Suspect model checkpoint.")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None, help="Suspect model checkpoint (or --target).")
 @click.option("--marking-key", type=click.Path(dir_okay=False), required=True, help="The secret marking key (opened here).")
 @click.option("--verification-key", type=click.Path(dir_okay=False), required=True, help="The public verification key.")
 @click.option("--alpha", default="2^-64", show_default=True, help="Significance level: the false-claim probability allowed.")
 @click.option("--device", default="cpu", show_default=True, help="Where to run the model.")
+@click.option("--output-layer", type=click.Path(dir_okay=False), default=None, help="Swap in the owner's kept original output layer first (file from `attack --keep-output-layer`, or the original checkpoint): the paper's RTLL/RTAL/transfer check.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
+@click.option("--report", type=click.Path(dir_okay=False), default=None, metavar="PATH", help="Write a report signed by the owner key (owner-key.pem next to the marking key): PATH.json and PATH.html.")
+@target_options
 @handle_errors
-def verify(model_path, marking_key, verification_key, alpha, device, as_json):
+def verify(model_path, marking_key, verification_key, alpha, device, output_layer, as_json, report, **remote):
     """Verify ownership of a model: exit 0 verified, 1 not verified, 2 error."""
     from ..keys import MarkingKey, VerificationKey
     from ..verify import verify as _verify
@@ -159,8 +164,14 @@ def verify(model_path, marking_key, verification_key, alpha, device, as_json):
     alpha = parse_alpha(alpha)
     vk = VerificationKey.load(verification_key)
     mk = MarkingKey.load(marking_key)
-    result = _verify(model_path, mk, vk, alpha=alpha, device=device)
-    emit(as_json, {"model": model_path, **result.as_dict()}, f"{result.summary()}\nkey {vk.fingerprint[:16]}, owner {vk.owner_fingerprint[:16]}")
+    target = open_cli_target(model_path, vk=vk, device=device, **remote)
+    started = time.perf_counter()
+    result = _verify(target, mk, vk, alpha=alpha, device=device, output_layer=output_layer)
+    if report:
+        from .public import write_verify_report
+
+        write_verify_report(report, result, mk, vk, marking_key=marking_key, model=model_path or remote["target"], seconds=time.perf_counter() - started)
+    emit(as_json, {"model": model_path or remote["target"], **result.as_dict()}, f"{result.summary()}\nkey {vk.fingerprint[:16]}, owner {vk.owner_fingerprint[:16]}")
     sys.exit(0 if result.verified else 1)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..fileio import atomic_open
 
 TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 
@@ -102,18 +103,8 @@ def unpack_tarball(tarball: Path) -> Path:
 
 def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` to ``path`` as .npz atomically (temp file + os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_open(path, force=True) as f:
+        np.savez(f, **arrays)
 
 
 def load_arrays(path: Path) -> dict[str, np.ndarray] | None:

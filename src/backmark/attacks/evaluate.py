@@ -1,0 +1,59 @@
+"""Score a model after an attack: test accuracy, and the watermark two ways.
+
+- black-box: the attacked model queried as it is (what any verifier can do);
+- kept layer: the owner's ORIGINAL output layer swapped back in first (how the paper
+  reports RTLL, RTAL and transfer learning).
+
+Each way gives the trigger accuracy, the matches, the exact p-value and the verdict at alpha.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from ..errors import IncompatibleModel
+from ..keys import MarkingKey, VerificationKey
+from ..stats import DEFAULT_ALPHA
+from ..train import accuracy
+from ..verify import verify
+from .outputlayer import LayerLike, with_output_layer
+
+
+def watermark_row(result) -> dict:
+    d = result.decision
+    return {
+        "trigger_acc": d.matches / d.n,
+        "matches": d.matches,
+        "n": d.n,
+        "threshold": d.threshold,
+        "p_value": d.p_value,
+        "log2_p_value": d.log2_p_value,
+        "verified": result.verified,
+    }
+
+
+def evaluate_model(
+    model: nn.Module,
+    test_x,
+    test_y,
+    mk: MarkingKey,
+    vk: VerificationKey,
+    *,
+    kept_layer: LayerLike | None = None,
+    alpha: float = DEFAULT_ALPHA,
+) -> dict:
+    """{"test_acc", "blackbox": {...} or None, "kept_layer": {...} or None}.
+
+    A way that cannot apply (the model answers in other classes than the key's, or no
+    kept layer is given) is None, with the reason under "notes".
+    """
+    row: dict = {"test_acc": accuracy(model, test_x, test_y), "blackbox": None, "kept_layer": None, "notes": []}
+    try:
+        row["blackbox"] = watermark_row(verify(model, mk, vk, alpha=alpha))
+    except IncompatibleModel as e:
+        row["notes"].append(f"black-box: {e}")
+    if kept_layer is not None:
+        try:
+            row["kept_layer"] = watermark_row(verify(with_output_layer(model, kept_layer), mk, vk, alpha=alpha))
+        except IncompatibleModel as e:
+            row["notes"].append(f"kept layer: {e}")
+    return row

@@ -1,0 +1,254 @@
+"""One-time and public verification: pverify, spent, public-claim, check-claim, check-report, zk-prove, zk-verify.
+
+Exit codes as for ``verify``: 0 verified (or the record checks out), 1 not verified (or a
+check failed), 2 a usage or input error.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from . import main
+from .common import emit, handle_errors, parse_alpha
+
+_KEYS = [
+    click.option("--marking-key", type=click.Path(dir_okay=False), required=True, help="The secret marking key."),
+    click.option("--verification-key", type=click.Path(dir_okay=False), required=True, help="The public verification key."),
+]
+
+
+def _keys(fn):
+    for opt in reversed(_KEYS):
+        fn = opt(fn)
+    return fn
+
+
+def _owner_key(path: str | None, marking_key: str):
+    """The owner key given, or owner-key.pem next to the marking key (where keygen puts it)."""
+    from ..crypto import OwnerKey
+
+    p = Path(path) if path else Path(marking_key).with_name("owner-key.pem")
+    if not p.exists():
+        raise click.UsageError(f"no owner key at {p}; pass --owner-key (the Ed25519 key that signed the verification key)")
+    return OwnerKey.load(p)
+
+
+def write_verify_report(path, result, mk, vk, *, marking_key: str, model, seconds: float, owner_key: str | None = None,
+                        pverify: dict | None = None, force: bool = False) -> tuple[Path, Path]:
+    """Sign and write the report of a verification (used by ``verify --report`` and ``pverify --report``)."""
+    from ..report import describe_model, make_report, write_report
+
+    doc = make_report(result, mk, vk, _owner_key(owner_key, marking_key), model_info=describe_model(model),
+                      kind="pverify" if pverify else "verify", pverify=pverify, seconds=seconds)
+    return write_report(doc, path, force=force)
+
+
+@main.command()
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), required=True, help="Suspect model checkpoint.")
+@_keys
+@click.option("--nonce", required=True, help="The verifier's nonce (any text, chosen by the verifier): it selects the set.")
+@click.option("--spent-log", type=click.Path(dir_okay=False), default=None, help="Hash-chained log of opened sets [spent-log.jsonl next to the verification key].")
+@click.option("--set", "set_index", type=click.IntRange(0), default=None, help="Refuse unless the nonce selects this set (as announced by the verifier).")
+@click.option("--alpha", default="2^-64", show_default=True, help="False-claim probability allowed, split over the key's sets.")
+@click.option("--report", type=click.Path(dir_okay=False), default=None, metavar="PATH", help="Write a signed report: PATH.json and PATH.html.")
+@click.option("--owner-key", type=click.Path(dir_okay=False), default=None, help="Owner key signing the report [owner-key.pem next to the marking key].")
+@click.option("--device", default="cpu", show_default=True, help="Where to run the model.")
+@click.option("--force", is_flag=True, help="Overwrite an existing report.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@handle_errors
+def pverify(model_path, marking_key, verification_key, nonce, spent_log, set_index, alpha, report, owner_key, device, force, as_json):
+    """One-time verification: open the set the verifier's nonce selects, then record it as spent."""
+    from ..fileio import check_writable
+    from ..keys import MarkingKey, VerificationKey
+    from ..pverify import pverify as _pverify
+    from ..report import describe_model, report_paths
+
+    alpha = parse_alpha(alpha)
+    vk = VerificationKey.load(verification_key)
+    mk = MarkingKey.load(marking_key)
+    log = spent_log or str(Path(verification_key).with_name("spent-log.jsonl"))
+    if report:
+        for p in report_paths(report):
+            check_writable(p, force=force)
+        _owner_key(owner_key, marking_key)  # fail before a set is spent, not after
+    started = time.perf_counter()
+    res = _pverify(model_path, mk, vk, log, nonce=nonce.encode(), alpha=alpha, set_index=set_index, device=device,
+                   model_info=describe_model(model_path))
+    doc = {"model": model_path, "spent_log": log, **res.as_dict()}
+    if report:
+        paths = write_verify_report(report, res.verification, mk, vk, marking_key=marking_key, model=model_path,
+                                    seconds=time.perf_counter() - started, owner_key=owner_key, pverify=res.pverify_dict(), force=force)
+        doc["report"] = [str(p) for p in paths]
+    emit(as_json, doc, res.summary() + (f"\nreport: {doc['report'][0]}, {doc['report'][1]}" if report else ""))
+    sys.exit(0 if res.verified else 1)
+
+
+@main.command()
+@click.argument("spent_log", type=click.Path(dir_okay=False))
+@click.option("--verification-key", type=click.Path(dir_okay=False), default=None, help="Check the log belongs to this key.")
+@click.option("--nonce", default=None, help="Also say which set this verifier nonce would select next.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@handle_errors
+def spent(spent_log, verification_key, nonce, as_json):
+    """Check a spent log's hash chain and list the opened sets."""
+    from ..keys import VerificationKey
+    from ..pverify import SpentLog, log_summary
+
+    vk = VerificationKey.load(verification_key) if verification_key else None
+    log = SpentLog.load(spent_log, vk)
+    doc = log_summary(log)
+    if nonce is not None:
+        doc["next_set"] = log.next_set(nonce.encode())
+    lines = [f"spent log of key {doc['verification_key'][:16]}: chain intact, head {doc['head'][:16]}",
+             f"{len(doc['spent'])} of {doc['num_sets']} sets spent; unspent: {doc['unspent']}"]
+    lines += [f"  #{e['seq']} set {e['set']} at {e['time']}: {'verified' if e['verified'] else 'NOT verified'} "
+              f"({e['matches']}/{e['n']}) model {e['model']}" for e in doc["entries"]]
+    if nonce is not None:
+        lines.append(f"nonce {nonce!r} selects set {doc['next_set']} next")
+    emit(as_json, doc, "\n".join(lines))
+
+
+@main.command("public-claim")
+@_keys
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="The claim to publish (JSON).")
+@click.option("--owner-key", type=click.Path(dir_okay=False), default=None, help="Owner key signing the claim [owner-key.pem next to the marking key].")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None, help="Name the claimed model (its SHA-256 goes into the claim).")
+@click.option("--zk-commitments", is_flag=True, help="Add Poseidon commitments of every image, for zero-knowledge proofs (needs ezkl).")
+@click.option("--alpha", default="2^-64", show_default=True, help="Soundness target: false-claim probability per challenge.")
+@click.option("--grinding-bits", type=click.IntRange(0, 192), default=0, show_default=True, help="Also allow a cheater 2^B key generations to grind the Fiat-Shamir challenge.")
+@click.option("--force", is_flag=True, help="Overwrite --out.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@handle_errors
+def public_claim(marking_key, verification_key, out, owner_key, model_path, zk_commitments, alpha, grinding_bits, force, as_json):
+    """Publish openings of the half of the key that the Fiat-Shamir challenge H(vk) selects."""
+    from ..fileio import check_writable
+    from ..keys import load_pair
+    from ..public import public_claim as _claim
+    from ..public import save_claim
+    from ..report import describe_model
+
+    check_writable(out, force=force)
+    mk, vk = load_pair(marking_key, verification_key)
+    zk = None
+    if zk_commitments:
+        from ..zk import poseidon_commitments
+
+        zk = poseidon_commitments(mk.images)
+    doc = _claim(mk, vk, _owner_key(owner_key, marking_key), target=parse_alpha(alpha), grinding_bits=grinding_bits,
+                 zk_commitments=zk, model_info=describe_model(model_path) if model_path else None)
+    save_claim(doc, out, force=force)
+    p = doc["body"]["parameters"]
+    emit(as_json, {"out": out, "parameters": p, "opened": doc["body"]["challenge"]["opened"]}, (
+        f"wrote {out}: {p['opened']} of {p['total']} elements opened (challenge from the key's hash); {p['unopened']} stay secret\n"
+        f"opened half: {p['open_threshold']} matches needed; unopened half: {p['unopened_threshold']} "
+        f"(cheating owner passes with probability <= 2^{p['soundness_log2']:.1f})"
+    ))
+
+
+@main.command("check-claim")
+@click.argument("claim", type=click.Path(dir_okay=False))
+@click.option("--verification-key", type=click.Path(dir_okay=False), required=True, help="The owner's public verification key.")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None, help="Also query this model on the opened half.")
+@click.option("--zk", "zk_dirs", multiple=True, type=click.Path(file_okay=False), help="Proof folders (zk-prove) for unopened elements.")
+@click.option("--device", default="cpu", show_default=True, help="Where to run the model.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@handle_errors
+def check_claim(claim, verification_key, model_path, zk_dirs, device, as_json):
+    """Check a public claim: anyone can, with the verification key alone. Exit 0 valid and verified, 1 not."""
+    from ..keys import VerificationKey
+    from ..public import check_public_claim, load_claim
+
+    vk = VerificationKey.load(verification_key)
+    chk = check_public_claim(load_claim(claim), vk, model=model_path, zk_proofs=_zk_folders(zk_dirs), device=device)
+    emit(as_json, chk.as_dict(), chk.summary())
+    sys.exit(0 if chk.verified else 1)
+
+
+def _zk_folders(dirs) -> list[Path]:
+    """Proof folders: each given folder, or its subfolders holding a manifest.json."""
+    out = []
+    for d in map(Path, dirs):
+        out += [d] if (d / "manifest.json").exists() else sorted(p.parent for p in d.glob("*/manifest.json"))
+    return out
+
+
+@main.command("check-report")
+@click.argument("report", type=click.Path(dir_okay=False))
+@click.option("--verification-key", type=click.Path(dir_okay=False), default=None, help="Also check every opening against this key.")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None, help="Also check the model's SHA-256 and answers.")
+@click.option("--device", default="cpu", show_default=True, help="Where to run the model.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@handle_errors
+def check_report(report, verification_key, model_path, device, as_json):
+    """Check a signed verification report (its .json or .html). Exit 0 authentic, 1 not."""
+    from ..keys import VerificationKey
+    from ..report import check_report as _check
+
+    vk = VerificationKey.load(verification_key) if verification_key else None
+    chk = _check(report, vk=vk, model=model_path, device=device)
+    b = chk.doc["body"]
+    if chk.ok:
+        d = b["decision"]
+        text = (f"report OK ({', '.join(chk.checked)}): {'OWNERSHIP VERIFIED' if d['verified'] else 'NOT VERIFIED'} "
+                f"{d['matches']}/{d['n']} at {b['created']}, key {b['verification_key'][:16]}, signed by owner {b['owner'][:16]}")
+        if vk is None:
+            text += "\n(no --verification-key: the openings were not checked against the key)"
+    else:
+        text = "REPORT REJECTED: " + "; ".join(chk.problems)
+    emit(as_json, chk.as_dict(), text)
+    sys.exit(0 if chk.ok else 1)
+
+
+@main.command("zk-prove")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), required=True, help="Model checkpoint (small models only).")
+@_keys
+@click.option("--index", "indices", type=click.IntRange(0), multiple=True, help="Element to prove (repeat).")
+@click.option("--claim", type=click.Path(dir_okay=False), default=None, help="Or: prove unopened elements of this public claim...")
+@click.option("--count", type=click.IntRange(1), default=1, show_default=True, help="...this many of them (the first unopened indices).")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Proof folder to write (what verifiers receive).")
+@click.option("--circuit-dir", type=click.Path(file_okay=False), default=None, help="Where the circuit and proving key go [$BACKMARK_CACHE/zk/MODEL].")
+@click.option("--max-params", type=click.IntRange(1), default=None, help="Raise the size limit (at your own time cost).")
+@click.option("--force", is_flag=True, help="Overwrite --out.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@handle_errors
+def zk_prove(model_path, marking_key, verification_key, indices, claim, count, out, circuit_dir, max_params, force, as_json):
+    """Prove in zero knowledge (EZKL) that the model maps committed trigger images to their labels."""
+    from ..keys import load_pair
+    from ..zk import ZK_MAX_PARAMS, prove_elements
+
+    mk, vk = load_pair(marking_key, verification_key)
+    idx = list(indices)
+    if claim:
+        from ..public import load_claim
+
+        opened = set(load_claim(claim)["body"]["challenge"]["opened"])
+        idx += [i for i in range(vk.size) if i not in opened][:count]
+    if not idx:
+        raise click.UsageError("name the elements with --index I, or --claim CLAIM --count K")
+    m = prove_elements(model_path, mk, vk, idx, out, circuit_folder=circuit_dir, max_params=max_params or ZK_MAX_PARAMS, force=force)
+    times = [p["prove_seconds"] for p in m["proofs"]]
+    text = (f"wrote {out}: {len(m['proofs'])} proofs, {len(m['skipped'])} skipped (model does not answer the label)\n"
+            f"circuit 2^{m['circuit']['logrows']} rows, {m['circuit']['params']:,} parameters; "
+            + (f"proving {sum(times) / len(times):.1f} s per image\n" if times else "\n")
+            + f"SRS: {m['srs']}")
+    emit(as_json, m, text)
+
+
+@main.command("zk-verify")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--verification-key", type=click.Path(dir_okay=False), default=None, help="Check the labels against this key.")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None, help="Rebuild the circuit's verifying key from this model and compare (slow).")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@handle_errors
+def zk_verify(folder, verification_key, model_path, as_json):
+    """Verify a folder of zero-knowledge proofs. Exit 0 when every proof verifies, 1 otherwise."""
+    from ..keys import VerificationKey
+    from ..zk import verify_proofs
+
+    vk = VerificationKey.load(verification_key) if verification_key else None
+    res = verify_proofs(folder, vk=vk, model=model_path)
+    emit(as_json, res.as_dict(), res.summary())
+    sys.exit(0 if res.valid and not res.rejected else 1)

@@ -1,0 +1,175 @@
+"""Commands for models that live elsewhere: serve, export; and the --target options of verify."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from . import main
+from .common import emit, handle_errors
+
+_REMOTE = ("protocol", "batch_size", "budget", "timeout", "retries", "backoff", "rate_limit", "audit_log", "headers")
+_ENDPOINT = ("request", "encoding", "layout", "resize", "mean", "std", "response", "output", "label_key", "class_names")
+
+
+def target_options(fn):
+    """--target and the options for querying a remote model (used by ``verify``)."""
+    opts = [
+        click.option("--target", default=None, metavar="URL-OR-FILE", help="Suspect model where it lives: a checkpoint, a TorchScript .pt, an .onnx file, or an http(s) URL (v2: .../v2/models/NAME)."),
+        click.option("--protocol", type=click.Choice(["auto", "v2", "json"]), default=None, help="[remote] v2 (KServe/Triton) or a json endpoint you describe [auto: v2 for /v2/models/NAME]."),
+        click.option("--batch-size", type=click.IntRange(1), default=None, help="[remote] Images per request [32]."),
+        click.option("--budget", type=click.IntRange(0), default=None, help="[remote] Most images to send, retries included [no cap]."),
+        click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="[remote] Seconds per request, answer included [30]."),
+        click.option("--retries", type=click.IntRange(0), default=None, help="[remote] Retries on errors, 429 and 5xx [3]."),
+        click.option("--backoff", type=click.FloatRange(min=0), default=None, help="[remote] First wait before a retry, doubled each time, in seconds [0.5]."),
+        click.option("--rate-limit", type=click.FloatRange(min=0, min_open=True), default=None, help="[remote] Most requests per second [no limit]."),
+        click.option("--audit-log", type=click.Path(dir_okay=False), default=None, help="[remote] Hash-chained log of every request and answer (appended to)."),
+        click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'", help="[remote] Extra HTTP header, e.g. an API key (never logged)."),
+        click.option("--request", default=None, help='[json] Request template with "$images" (a list) or "$image" (one per request) [{"images": "$images"}].'),
+        click.option("--encoding", type=click.Choice(["png", "png-uri", "list", "float"]), default=None, help="[json] Image encoding: base64 PNG, data URI, uint8 lists, or float lists [png]."),
+        click.option("--layout", type=click.Choice(["hwc", "chw"]), default=None, help="[json] Pixel order for list/float [hwc]."),
+        click.option("--resize", default=None, metavar="HxW", help="[json] Resize images before sending."),
+        click.option("--mean", default=None, help="[json] Per-channel mean for the float encoding, e.g. 0.5,0.5,0.5."),
+        click.option("--std", default=None, help="[json] Per-channel std for the float encoding."),
+        click.option("--response", default=None, help="[json] Dotted path to the answers in the reply, e.g. predictions or outputs.0 [predictions]."),
+        click.option("--output", type=click.Choice(["labels", "topk", "scores"]), default=None, help="[json] What each answer is [labels]."),
+        click.option("--label-key", default=None, help="[json] Field holding the label when answers are objects [label]."),
+        click.option("--class-names", default=None, help="[json] Comma-separated class names, in label order, for answers that name classes."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _floats(value: str | None, name: str):
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give comma-separated numbers", param_hint=name) from None
+
+
+def _size(value: str | None):
+    if value is None:
+        return None
+    try:
+        h, w = (int(v) for v in value.lower().split("x"))
+        if h < 1 or w < 1:
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: write the size as HxW, e.g. 224x224", param_hint="--resize") from None
+    return (h, w)
+
+
+def _headers(values) -> tuple[tuple[str, str], ...]:
+    out = []
+    for h in values:
+        name, sep, value = h.partition(":")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{h!r}: write 'Name: value'", param_hint="--header")
+        out.append((name.strip(), value.strip()))
+    return tuple(out)
+
+
+def open_cli_target(model_path, *, vk, device, target, **o):
+    """What verify queries: the --model path as given, or the target --target names."""
+    given = [k for k in _REMOTE + _ENDPOINT if o.get(k) not in (None, ())]
+    if (model_path is None) == (target is None):
+        raise click.UsageError("give the suspect model with --model CHECKPOINT or --target URL-OR-FILE (one of them)")
+    if model_path is not None:
+        if given:
+            raise click.UsageError(f"--{given[0].replace('_', '-')} applies to an http(s) --target")
+        return model_path
+    from ..targets import open_target, target_kind
+    from ..targets.client import RemoteOptions
+    from ..targets.http import JsonEndpoint
+
+    if target_kind(target) != "http":
+        if given:
+            raise click.UsageError(f"--{given[0].replace('_', '-')} applies to an http(s) --target, not to a model file")
+        return open_target(target, device=device)
+    try:
+        remote = RemoteOptions(
+            **{k: o[k] for k in ("batch_size", "budget", "timeout", "retries", "backoff", "rate_limit", "audit_log") if o[k] is not None},
+            headers=_headers(o["headers"]),
+        )
+        endpoint = None
+        if any(o[k] is not None for k in _ENDPOINT) or o["protocol"] == "json":
+            resize = _size(o["resize"])
+            endpoint = JsonEndpoint(
+                **{k: o[k] for k in ("request", "encoding", "layout", "response", "output", "label_key") if o[k] is not None},
+                resize=resize, mean=_floats(o["mean"], "--mean"), std=_floats(o["std"], "--std"),
+                class_names=tuple(n.strip() for n in o["class_names"].split(",")) if o["class_names"] else None,
+            )
+        return open_target(target, remote=remote, endpoint=endpoint, protocol=o["protocol"] or "auto", num_classes=vk.num_classes)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+
+
+@main.command()
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), required=True, help="Model to serve: a checkpoint, TorchScript .pt or .onnx file.")
+@click.option("--name", default=None, help="Model name in the URL [the file's name].")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback: this machine only).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port (0: a free one).")
+@click.option("--max-batch", type=click.IntRange(1), default=1024, show_default=True, help="Largest batch one request may send.")
+@click.option("--device", default="cpu", show_default=True, help="Where to run the model.")
+@click.option("--access-log", is_flag=True, help="Log every request on stderr.")
+@handle_errors
+def serve(model_path, name, host, port, max_batch, device, access_log):
+    """Serve a model over HTTP with the KServe / Triton v2 protocol (JSON), until Ctrl-C."""
+    import re
+    from pathlib import Path
+
+    from ..serve import V2App, is_loopback
+    from ..serve import serve as _serve
+    from ..targets import open_target, target_kind
+
+    if target_kind(model_path) == "http":
+        raise click.UsageError("--model is a file to serve, not a URL")
+    target = open_target(model_path, device=device)
+    name = name or re.sub(r"[^A-Za-z0-9_.-]", "-", Path(model_path).name.split(".")[0]) or "model"
+    try:
+        app = V2App(target, name=name, max_batch=max_batch)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--name") from None
+    if not is_loopback(host):
+        click.echo(f"warning: listening on {host}: anyone who can reach it can query the model", err=True)
+    shape = "x".join(map(str, target.input_shape)) if target.input_shape else "any shape"
+
+    def ready(url):
+        click.echo(f"serving {name} ({shape}, {target.num_classes or '?'} classes) at {url}/v2/models/{name}  (Ctrl-C stops)")
+        sys.stdout.flush()
+
+    try:
+        _serve(app, host=host, port=port, access_log=access_log, on_ready=ready)
+    except KeyboardInterrupt:  # uvicorn shuts down on Ctrl-C, then raises the signal again
+        pass
+    except OSError as e:
+        raise click.UsageError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+    click.echo(f"stopped after {app.requests} requests")
+
+
+@main.command()
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), required=True, help="Checkpoint to export.")
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), default=None, help="Write an ONNX file (opset 17, dynamic batch).")
+@click.option("--torchscript", "ts_path", type=click.Path(dir_okay=False), default=None, help="Write a TorchScript file (traced).")
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@handle_errors
+def export(model_path, onnx_path, ts_path, force, as_json):
+    """Export a checkpoint to ONNX and/or TorchScript: float32 (N, C, H, W) in [0, 1] in, logits out."""
+    from ..export import export_file
+
+    if onnx_path is None and ts_path is None:
+        raise click.UsageError("give --onnx FILE and/or --torchscript FILE")
+    try:
+        doc = export_file(model_path, onnx=onnx_path, torchscript=ts_path, force=force)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    lines = [
+        f"wrote {d['path']} ({kind}): {d['labels_agree']}/{d['checked']} labels agree with the checkpoint "
+        f"on random images, max |logit difference| {d['max_abs_diff']:.2g}"
+        for kind, d in doc.items() if kind != "metadata"
+    ]
+    emit(as_json, doc, "\n".join(lines + ["input: " + doc["metadata"]["input"]]))

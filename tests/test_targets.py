@@ -1,0 +1,190 @@
+"""Targets in files (checkpoint, ONNX, TorchScript), export, the audit log and the client's policy."""
+import json
+import zipfile
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from backmark.checkpoint import save_model
+from backmark.cli import main
+from backmark.errors import IncompatibleModel, InvalidFile, OutputExists
+from backmark.export import export_file, export_model
+from backmark.keys import open_elements
+from backmark.models import create_model
+from backmark.targets import Target, TorchTarget, as_target, load_target, open_target, target_kind
+from backmark.targets.audit import GENESIS, AuditLog, read_audit_log, record_hash
+from backmark.targets.client import parse_retry_after, redact, snippet
+from backmark.targets.onnx import OnnxTarget
+from backmark.targets.torchscript import TorchScriptTarget
+from backmark.verify import verify
+
+from .test_remote import memorise
+
+pytestmark = pytest.mark.timeout(90)
+META = {"model": "fmnist-cnn", "num_classes": 10, "input_shape": [1, 28, 28], "mean": [0.5], "std": [0.5]}
+
+
+@pytest.fixture(scope="module")
+def files(small_keys, tmp_path_factory):
+    """A watermarked and a clean checkpoint, each exported to ONNX and TorchScript."""
+    mk, vk = small_keys
+    d = tmp_path_factory.mktemp("targets")
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        clean = create_model("fmnist-cnn", num_classes=10, input_shape=(1, 28, 28))
+    for name, model in (("wm", memorise(mk, open_elements(mk, vk))), ("clean", clean)):
+        save_model(d / f"{name}.safetensors", model, META)
+        export_file(d / f"{name}.safetensors", onnx=d / f"{name}.onnx", torchscript=d / f"{name}.pt")
+    mk.save(d / "mk.json")
+    vk.save(d / "vk.json")
+    return d
+
+
+@pytest.mark.parametrize("which", ["wm", "clean"])
+def test_exports_verify_like_the_checkpoint(files, small_keys, which):
+    mk, vk = small_keys
+    ref = verify(files / f"{which}.safetensors", mk, vk)
+    assert ref.verified == (which == "wm")
+    for suffix, cls in ((".onnx", OnnxTarget), (".pt", TorchScriptTarget)):
+        target = open_target(files / f"{which}{suffix}")
+        assert isinstance(target, cls) and isinstance(target, Target)
+        assert (target.input_shape, target.num_classes) == ((1, 28, 28), 10)  # from the export's metadata
+        got = verify(target, mk, vk)
+        assert (got.verified, got.decision.matches, got.decision.p_value, got.predictions) == (
+            ref.verified, ref.decision.matches, ref.decision.p_value, ref.predictions
+        )
+        assert verify(str(files / f"{which}{suffix}"), mk, vk).decision.matches == ref.decision.matches  # a path works too
+
+
+def test_exports_match_logits_for_any_batch(files):
+    ckpt = load_target(files / "wm.safetensors")
+    images = torch.randint(0, 256, (37, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    ref = ckpt.scores(images)
+    for suffix in (".onnx", ".pt"):
+        target = open_target(files / f"wm{suffix}")
+        target.batch_size = 5  # uneven batches through the dynamic batch dimension
+        assert torch.allclose(target.scores(images), ref, atol=1e-4)
+        assert torch.equal(target.predict(images), ref.argmax(1))
+
+
+def test_export_metadata_and_input_convention(files):
+    import onnx
+
+    proto = onnx.load(str(files / "wm.onnx"))
+    meta = json.loads({p.key: p.value for p in proto.metadata_props}["backmark"])
+    assert meta["format"] == "backmark-export" and meta["input_shape"] == [1, 28, 28] and meta["num_classes"] == 10
+    from backmark.checkpoint import file_sha256
+
+    assert meta["source_sha256"] == file_sha256(files / "wm.safetensors")
+    assert [i.name for i in proto.graph.input] == ["input"] and [o.name for o in proto.graph.output] == ["logits"]
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    names = zipfile.ZipFile(files / "wm.pt").namelist()
+    assert any(n.endswith("extra/backmark.json") for n in names)
+
+
+def test_export_refuses_overwrite_and_is_atomic(files, tmp_path):
+    model = create_model("fmnist-cnn", num_classes=10, input_shape=(1, 28, 28))
+    (tmp_path / "m.onnx").write_bytes(b"keep me")
+    with pytest.raises(OutputExists):
+        export_model(model, input_shape=(1, 28, 28), num_classes=10, onnx=tmp_path / "m.onnx", torchscript=tmp_path / "m.pt")
+    assert (tmp_path / "m.onnx").read_bytes() == b"keep me" and not (tmp_path / "m.pt").exists()  # checked before writing
+    doc = export_model(model, input_shape=(1, 28, 28), num_classes=10, onnx=tmp_path / "m.onnx", force=True)
+    assert doc["onnx"]["labels_agree"] == doc["onnx"]["checked"] == 16 and doc["onnx"]["max_abs_diff"] < 1e-4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # no temporary files left
+    with pytest.raises(ValueError):
+        export_model(model, input_shape=(1, 28, 28), num_classes=10)
+
+
+def test_cli_export(files, tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(main, ["export", "--model", str(files / "clean.safetensors"), "--onnx", str(tmp_path / "c.onnx"), "--torchscript", str(tmp_path / "c.pt")])
+    assert r.exit_code == 0, r.stderr
+    assert "16/16 labels agree" in r.stdout and "float32 (batch, C, H, W) in [0, 1]" in r.stdout
+    r = runner.invoke(main, ["export", "--model", str(files / "clean.safetensors"), "--onnx", str(tmp_path / "c.onnx")])
+    assert r.exit_code == 2 and "already exists" in r.stderr and r.stderr.count("\n") == 1
+    r = runner.invoke(main, ["export", "--model", str(files / "clean.safetensors"), "--onnx", str(tmp_path / "c.onnx"), "--force", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["onnx"]["path"] == str(tmp_path / "c.onnx")
+    r = runner.invoke(main, ["export", "--model", str(files / "clean.safetensors")])
+    assert r.exit_code == 2 and "--onnx" in r.stderr
+    r = runner.invoke(main, ["export", "--model", str(tmp_path / "missing.safetensors"), "--onnx", str(tmp_path / "x.onnx")])
+    assert r.exit_code == 2 and "no such" in r.stderr
+
+
+def test_cli_verify_target_files(files):
+    keys = ["--marking-key", str(files / "mk.json"), "--verification-key", str(files / "vk.json"), "--json"]
+    docs = []
+    for name in ("wm.safetensors", "wm.onnx", "wm.pt"):
+        r = CliRunner().invoke(main, ["verify", "--target", str(files / name), *keys])
+        assert r.exit_code == 0, r.stderr
+        docs.append(json.loads(r.stdout))
+    assert len({(d["matches"], d["p_value"], tuple(d["predictions"])) for d in docs}) == 1
+
+
+def test_bad_model_files_are_clear_errors(files, tmp_path, small_keys):
+    mk, vk = small_keys
+    torch.save({"w": torch.zeros(2)}, tmp_path / "weights.pt")  # a pickle archive, not TorchScript
+    (tmp_path / "junk.onnx").write_bytes(b"\x08\x07garbage")
+    (tmp_path / "junk.pt").write_bytes(b"not a zip")
+    for name, msg in (("weights.pt", "not a TorchScript archive"), ("junk.onnx", "not a valid ONNX model"), ("junk.pt", "not a TorchScript archive"), ("none.onnx", "no such file")):
+        with pytest.raises(InvalidFile, match=msg):
+            open_target(tmp_path / name)
+    other = create_model("cifar-small", num_classes=10, input_shape=(3, 32, 32))
+    export_model(other, input_shape=(3, 32, 32), num_classes=10, onnx=tmp_path / "c.onnx", torchscript=tmp_path / "c.pt")
+    for name in ("c.onnx", "c.pt"):
+        with pytest.raises(IncompatibleModel, match=r"\(3, 32, 32\)"):
+            verify(tmp_path / name, mk, vk)
+
+
+def test_target_kind_and_as_target(files):
+    assert target_kind("https://x/v2/models/m") == "http"
+    assert target_kind(files / "wm.onnx") == "onnx"
+    assert target_kind(files / "wm.pt") == "torchscript"
+    assert target_kind(files / "wm.safetensors") == "checkpoint"
+    model = create_model("fmnist-cnn", num_classes=10, input_shape=(1, 28, 28))
+    assert isinstance(as_target(model), TorchTarget)
+    t = OnnxTarget(files / "wm.onnx")
+    assert as_target(t) is t
+    with pytest.raises(TypeError):
+        as_target(42)
+    with pytest.raises(ValueError, match="remote options"):
+        open_target(files / "wm.onnx", remote=object())
+
+
+# -- the audit log ------------------------------------------------------------------------
+
+def test_audit_log_chain(tmp_path):
+    clock = iter(range(1_700_000_000, 1_700_000_100)).__next__
+    log = AuditLog(tmp_path / "a.jsonl", target="http://127.0.0.1:1/v2/models/m", clock=clock)
+    h1 = log.append("exchange", request={"sha256": "ab"}, response=None)
+    log2 = AuditLog(tmp_path / "a.jsonl", target="http://127.0.0.1:1/v2/models/m", clock=clock)  # reopen: continue
+    log2.append("exchange", request={"sha256": "cd"}, response=None)
+    recs = read_audit_log(tmp_path / "a.jsonl")
+    assert [r["seq"] for r in recs] == [0, 1, 2, 3] and [r["kind"] for r in recs] == ["open", "exchange", "resume", "exchange"]
+    assert recs[0]["prev"] == GENESIS and recs[1]["hash"] == h1 and recs[2]["prev"] == h1
+    assert recs[0]["format"] == "backmark-audit-log" and recs[0]["time"] == "2023-11-14T22:13:20.000Z"
+    assert all(r["hash"] == record_hash(r) for r in recs)
+    lines = (tmp_path / "a.jsonl").read_text().splitlines()
+    bad = {
+        "reordered": [lines[0], lines[2], lines[1], lines[3]],
+        "truncated-middle": [lines[0], lines[1], lines[3]],
+        "edited": [lines[0], lines[1].replace('"ab"', '"ff"'), *lines[2:]],
+        "torn": [*lines[:3], lines[3][:20]],
+        "not-a-log": [json.dumps({"seq": 0})],
+    }
+    for name, content in bad.items():
+        (tmp_path / name).write_text("\n".join(content) + "\n")
+        with pytest.raises(InvalidFile):
+            read_audit_log(tmp_path / name)
+    with pytest.raises(InvalidFile):
+        AuditLog(tmp_path / "edited", target="x")  # never extends a broken chain
+
+
+# -- client helpers -----------------------------------------------------------------------
+
+def test_retry_after_and_redaction():
+    assert parse_retry_after("7", now=0) == 7.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == pytest.approx(10.0)
+    assert parse_retry_after("soon", now=0) is None and parse_retry_after(None, now=0) is None
+    assert redact("https://user:pw@api.example:8443/v1/predict?key=SECRET") == "https://api.example:8443/v1/predict?..."
+    assert snippet(b"<html>\n  <body>\n" + b"x" * 200) .startswith("<html> <body> xxx") and len(snippet(b"y" * 500)) == 83
