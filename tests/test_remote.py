@@ -507,3 +507,22 @@ def test_v2_url_forms():
     assert V2Target("http://h:1/v2/models/m/versions/2").model_url == "http://h:1/v2/models/m/versions/2"
     with pytest.raises(ValueError):
         V2Target("http://h:1/predict")
+
+
+def test_v2_request_text_is_exactly_json_of_the_float32_pixels():
+    class Capture(HttpClient):
+        def request(self, method, url, body, parse, **kw):
+            self.body = body
+            return torch.zeros(1, dtype=torch.int64)
+
+    client = Capture(RemoteOptions())
+    target = V2Target("http://127.0.0.1:9/v2/models/m", client=client)
+    every = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16)
+    target._query(every)
+    sent = (every.float() / 255).reshape(-1).tolist()
+    expected = {"id": "backmark-0", "inputs": [{"name": "input", "shape": [1, 1, 16, 16], "datatype": "FP32", "data": sent}]}
+    assert client.body == json.dumps(expected, separators=(",", ":")).encode()
+    target.datatype = "UINT8"
+    target._query(every)
+    assert json.loads(client.body)["inputs"][0] == {"name": "input", "shape": [1, 1, 16, 16], "datatype": "UINT8", "data": list(range(256))}
+
