@@ -71,22 +71,28 @@ def pvalue_plot(ownership: dict, path: str | Path, *, title: str) -> Path:
     ]
     owner = ownership["owner_key_vs_marked"]
     log_alpha = -math.log2(ownership["alpha"])
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12.5, 4.2), dpi=120, gridspec_kw={"width_ratios": [1.6, 1]})
     null_scores = [-r["log2_p_value"] for _, rs, _ in groups for r in rs]
-    top = max([log_alpha * 1.1] + null_scores + [min(-r["log2_p_value"], 1e4) for r in owner])
-    bins = [top * i / 60 for i in range(61)]
+    top = max([log_alpha * 1.15] + [v + 2 for v in null_scores])
+    bins = [top * i / 80 for i in range(81)]
     for name, rs, color in groups:
         if rs:
             ax.hist([-r["log2_p_value"] for r in rs], bins=bins, color=color, alpha=0.6, label=f"{name} ({len(rs)})", log=True)
+    # the owner's own tests are far to the right: one marker per distinct score, clipped to the edge
+    by_score: dict[float, list[str]] = {}
     for r in owner:
-        score = min(-r["log2_p_value"], top)
-        ax.axvline(score, color="black", linewidth=1.2)
-        ax.text(score, 1.2, f" owner's key on {r['model']}", rotation=90, va="bottom", ha="right", fontsize=7)
+        by_score.setdefault(round(-r["log2_p_value"], 1), []).append(r["model"])
+    for i, (score, models) in enumerate(sorted(by_score.items())):
+        where = "" if score <= top else ", off scale: drawn at the edge"
+        ax.axvline(min(score, top), color="black", linewidth=2.5 - i * 0.8,
+                   label=f"owner's key on {', '.join(models)}: p = 2^-{score:.0f}{where}")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0.7, max(len(null_scores), 1) * 40)  # headroom above the bars for the legend
     ax.axvline(log_alpha, color="red", linestyle="--", label=f"alpha = 2^-{log_alpha:.0f}")
     ax.set_xlabel("-log2(p-value)  (larger = stronger evidence)")
     ax.set_ylabel("tests")
     ax.set_title(f"{title}: {ownership['false_claims']} false claims in {ownership['null_tests']} null tests", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper right")
     pvals = sorted(r["p_value"] for _, rs, _ in groups for r in rs)
     if pvals:
         n = len(pvals)

@@ -286,7 +286,7 @@ def _zk_extra(zk: dict | None) -> bytes:
 
 
 def save_claim(doc: dict, path: str | os.PathLike, *, force: bool = False) -> Path:
-    return write_json(path, doc, force=force)
+    return write_json(path, doc, force=force, mode=0o644)  # meant to be published
 
 
 def load_claim(path: str | os.PathLike) -> dict:

@@ -165,8 +165,8 @@ def write_report(doc: dict, path: str | os.PathLike, *, force: bool = False) -> 
     json_path, html_path = report_paths(path)
     for p in (json_path, html_path):
         check_writable(p, force=force)
-    atomic_write_bytes(json_path, dumps_json(doc), force=force)
-    atomic_write_bytes(html_path, render_html(doc).encode(), force=force)
+    atomic_write_bytes(json_path, dumps_json(doc), force=force, mode=0o644)  # evidence to hand out
+    atomic_write_bytes(html_path, render_html(doc).encode(), force=force, mode=0o644)
     return json_path, html_path
 
 

@@ -170,7 +170,7 @@ def write_outputs(res: dict, out: str | os.PathLike) -> list[Path]:
     from ..plots import attack_bars, pvalue_plot
 
     out = Path(out)
-    written = [atomic_write_bytes(out / "report.md", render_report(res).encode(), force=True)]
+    written = [atomic_write_bytes(out / "report.md", render_report(res).encode(), force=True, mode=0o644)]
     rows = res.get("attacks", [])
     title = f"{res['name']}: {res['model']} on {res['dataset'].split(':')[0]}"
     paper4 = [r["label"] for r in rows if r["attack"] in ("ftll", "ftal", "rtll", "rtal")]

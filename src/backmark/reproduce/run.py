@@ -83,7 +83,7 @@ class _Run:
 
     def save(self) -> None:
         self.results["wall_seconds"] = time.perf_counter() - self.t0
-        write_json(self.out / "results.json", self.results, force=True)
+        write_json(self.out / "results.json", self.results, force=True, mode=0o644)
 
     def model_step(self, name: str, build: Callable[[Path], tuple]) -> tuple:
         """(model, history, seconds): from OUT/models/NAME.safetensors under --resume, else built."""
