@@ -117,8 +117,8 @@ def _ownership(o: dict) -> list[str]:
         f"fresh keys vs clean models: {o['false_claims_fresh_keys_vs_clean']}/{len(o['fresh_keys_vs_clean'])}"
     )
     summary = (
-        f"{o['clean_models']} clean models trained {o['clean_config']['epochs']} epoch(s) each with other seeds, plus the "
-        f"NO-WM model of Table 1; {o['fresh_keys']} fresh keys. **{o['false_claims']} false claims in {o['null_tests']} "
+        f"{o['clean_models']} models without the watermark: the NO-WM model of Table 1 and {o['clean_models'] - 1} more "
+        f"trained {o['clean_config']['epochs']} epoch(s) each with other seeds; {o['fresh_keys']} fresh keys. **{o['false_claims']} false claims in {o['null_tests']} "
         f"null tests** ({parts}). Smallest null p-value {o['min_null_p_value']:.3g} (most matches {o['max_null_matches']}); "
         f"share of null p-values <= 0.05: {o['share_null_p_below_0.05']:.3f}, <= 0.01: {o['share_null_p_below_0.01']:.3f}."
     )
