@@ -113,6 +113,7 @@ def embed_file(
     out: str | Path,
     keys: tuple[MarkingKey, VerificationKey],
     until: float = 1.0,
+    hold: int = 0,
     force: bool = False,
     resume: bool = False,
     device=None,
@@ -123,7 +124,8 @@ def embed_file(
     state = _start(out, force=force, resume=resume, data=data, keys=keys)
     model, meta = load_model(model_path)
     mk, vk = keys
-    history = mark_pretrained(model, data, mk, cfg, until=until, state_path=state, resume=resume, device=device, reporter=reporter)
-    extra = {"model_name": meta["model"], "pretrained_from": {"path": str(model_path), "history": meta.get("history")}}
+    history = mark_pretrained(model, data, mk, cfg, until=until, hold=hold, state_path=state, resume=resume, device=device, reporter=reporter)
+    extra = {"model_name": meta["model"], "pretrained_from": {"path": str(model_path), "history": meta.get("history")},
+             "until": until, "hold": hold}
     _finish(out, model, data, cfg, history, "PRETRAINED", vk, started, extra, force or resume)
     return model, history

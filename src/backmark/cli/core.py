@@ -125,10 +125,12 @@ def train(dataset, data_dir, train_size, test_size, model_name, marking_key, ver
 @click.option("--watermark", "marking_key", type=click.Path(dir_okay=False), required=True, help="Marking key whose triggers to embed.")
 @click.option("--verification-key", type=click.Path(dir_okay=False), default=None, help="Its verification key [next to the marking key].")
 @click.option("--until", type=click.FloatRange(0, 1), default=1.0, show_default=True, help="Stop once trigger accuracy reaches this.")
+@click.option("--hold", type=click.IntRange(0), default=0, show_default=True,
+              help="Then keep fine-tuning this many epochs with the triggers (a mark that is harder to fine-tune away).")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Output checkpoint (.safetensors).")
 @train_options
 @handle_errors
-def embed(model_path, dataset, data_dir, train_size, test_size, marking_key, verification_key, until, out, as_json, quiet, **o):
+def embed(model_path, dataset, data_dir, train_size, test_size, marking_key, verification_key, until, hold, out, as_json, quiet, **o):
     """Embed a watermark into a trained model by fine-tuning (PRETRAINED)."""
     from ..progress import RichReporter
     from ..recipes import recipe_for
@@ -139,7 +141,7 @@ def embed(model_path, dataset, data_dir, train_size, test_size, marking_key, ver
     keys = load_keys(marking_key, verification_key)
     data = load_data(o)
     _, history = embed_file(
-        data=data, model_path=model_path, cfg=cfg, out=out, keys=keys, until=until, force=o["force"],
+        data=data, model_path=model_path, cfg=cfg, out=out, keys=keys, until=until, hold=hold, force=o["force"],
         resume=o["resume"], device=o["device"], reporter=RichReporter("embed", enabled=not quiet),
     )
     emit(as_json, {"out": out, "history": [h.as_dict() for h in history]}, f"wrote {out}: {history_text(history)}")
