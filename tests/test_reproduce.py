@@ -38,7 +38,11 @@ def test_committed_configs_are_valid(path):
     assert cfg.name == path.stem and cfg.attacks
     labels = {a.name for a in cfg.attacks}
     assert {"FTLL", "FTAL", "RTLL", "RTAL"} <= labels
-    assert cfg.ownership.clean_models >= 10 and cfg.ownership.fresh_keys >= 100
+    if cfg.ownership is None:  # allowed where a sibling config on the same data and model runs it
+        assert (path.parent / path.name.replace("-paper-triggers", "")).exists()
+        assert load_config(path.parent / path.name.replace("-paper-triggers", "")).ownership is not None
+    else:
+        assert cfg.ownership.clean_models >= 10 and cfg.ownership.fresh_keys >= 100
 
 
 def test_unknown_keys_are_refused_at_every_level():
