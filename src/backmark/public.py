@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .crypto import OwnerKey, canonical_json, commit_image, verify_signature
+from .crypto import OwnerKey, canonical_json, commit_image, open_signed
 from .crypto.commit import opens
-from .errors import BackmarkError, InvalidFile, InvalidKey, KeyMismatch, TamperedKey
+from .errors import BackmarkError, InvalidFile, InvalidKey, KeyMismatch
 from .fileio import read_json_document, write_json
 from .keys import MarkingKey, VerificationKey
 from .report import png_b64, png_decode
@@ -358,14 +358,9 @@ def check_public_claim(claim: dict, vk: VerificationKey, *, model=None, zk_proof
     """
     chk = ClaimCheck()
     vk.validate()
-    try:
-        b = claim["body"]
-        verify_signature(b["owner_public_key"], claim["signature"], canonical_json(b), what="public claim")
-    except TamperedKey as e:
-        chk.problems.append(str(e))
-        return chk
-    except (KeyError, TypeError, ValueError) as e:
-        chk.problems.append(f"malformed claim ({e})")
+    b, problem = open_signed(claim, what="public claim")
+    if problem:
+        chk.problems.append(problem)
         return chk
     try:
         _check_claim_body(b, vk, chk)

@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .crypto import OwnerKey, canonical_json, commit_image, commit_label, verify_signature
+from .crypto import OwnerKey, canonical_json, commit_image, commit_label, open_signed
 from .crypto.commit import opens
-from .errors import BackmarkError, InvalidFile, KeyMismatch, TamperedKey, TamperedRecord
+from .errors import BackmarkError, InvalidFile, KeyMismatch, TamperedRecord
 from .fileio import atomic_write_bytes, check_writable, dumps_json
 from .keys import MarkingKey, VerificationKey
 from .stats import decide, null_rate
@@ -277,16 +277,11 @@ def check_report(report, *, vk: VerificationKey | None = None, model=None, devic
     """
     doc = load_report(report) if isinstance(report, (str, os.PathLike)) else report
     chk = ReportCheck(doc)
-    try:
-        b = doc["body"]
-        verify_signature(b["owner_public_key"], doc["signature"], canonical_json(b), what="report")
-        chk.checked.append("signature")
-    except TamperedKey as e:
-        chk.problems.append(str(e))
+    b, problem = open_signed(doc, what="report")
+    if problem:
+        chk.problems.append(problem)
         return chk
-    except (KeyError, TypeError, ValueError) as e:
-        chk.problems.append(f"malformed report ({e})")
-        return chk
+    chk.checked.append("signature")
     try:
         _check_arithmetic(b, chk)
         if vk is not None:

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from ..errors import InvalidFile, TamperedKey
 from ..fileio import atomic_write_bytes
+from .canonical import canonical_json
 
 PASSPHRASE_ENV = "BACKMARK_OWNER_PASSPHRASE"
 
@@ -90,3 +91,16 @@ def verify_signature(public_hex: str, signature_hex: str, message: bytes, *, wha
         pub.verify(bytes.fromhex(signature_hex), message)
     except (ValueError, InvalidSignature):
         raise TamperedKey(f"the owner's signature on the {what} does not verify: it was altered or signed by another key") from None
+
+
+def open_signed(doc, *, what: str) -> tuple[dict | None, str | None]:
+    """``(body, None)`` when ``doc = {"body": ..., "signature": ...}`` carries a valid signature of
+    its body by ``body["owner_public_key"]``; otherwise ``(None, one line saying what is wrong)``."""
+    try:
+        body = doc["body"]
+        verify_signature(body["owner_public_key"], doc["signature"], canonical_json(body), what=what)
+    except TamperedKey as e:
+        return None, str(e)
+    except (KeyError, TypeError, ValueError) as e:
+        return None, f"malformed {what} ({e})"
+    return body, None
