@@ -15,6 +15,16 @@ from backmark.recipes import recipe_for
 from backmark.verify import verify
 from backmark.workflow import train_file
 
+
+def _json_objects(text: str) -> list[dict]:
+    """Every JSON object printed in ``text``: two ranks' lines can interleave on one line."""
+    dec, out, i = json.JSONDecoder(), [], text.find("{")
+    while i != -1:
+        obj, end = dec.raw_decode(text, i)
+        out.append(obj)
+        i = text.find("{", end)
+    return out
+
 TRAIN_SIZE, TEST_SIZE, EPOCHS, K = 4000, 1000, 3, 8
 
 
@@ -116,7 +126,7 @@ def test_resume_and_frozen_layers_under_two_processes(tmp_path):
     script.write_text(WORKER)
     state = tmp_path / "run.state"
     # Each rank prints its own line here (library code, not the CLI).
-    lines = [json.loads(line) for line in torchrun([str(script), str(state)]).stdout.splitlines() if line.startswith("{")]
+    lines = _json_objects(torchrun([str(script), str(state)]).stdout)
     assert sorted(r["rank"] for r in lines) == [0, 1]
     a, b = lines
     assert a["epochs"] == b["epochs"] == [1, 2]  # the second call resumed after epoch 1
