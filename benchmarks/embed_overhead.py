@@ -26,13 +26,13 @@ from collections.abc import Callable
 
 import torch
 
+from backmark.core.keygen import keygen
+from backmark.core.mark import TriggerMixer
 from backmark.crypto import OwnerKey
 from backmark.data import Dataset, load_dataset
-from backmark.keys import keygen
-from backmark.mixer import TriggerMixer
 from backmark.models import create_model
-from backmark.recipes import recipe_for
-from backmark.train import TrainConfig, train
+from backmark.training import TrainConfig, train
+from backmark.training.recipes import recipe_for
 
 # model -> the dataset it is benchmarked on
 DATASET_OF = {"fmnist-cnn": "fashion-mnist", "cifar-small": "cifar10-jpg", "resnet18-cifar": "cifar10-jpg"}

@@ -2,7 +2,7 @@
 
 Three ways to train the same model on the same images, batch 100 + k = 2 trigger images:
 
-- ``backmark``: ``backmark.train.train`` with a key's TriggerMixer (uint8 tensors in memory,
+- ``backmark``: ``backmark.training.train`` with a key's TriggerMixer (uint8 tensors in memory,
   batched augmentation, triggers appended by slicing), timed as a whole call (steps, then
   the end-of-epoch evaluation on 200 test images and the 100 triggers);
 - ``official-wN``: the style of the official code (github adiyoss/WatermarkNN, trainer.py
@@ -49,8 +49,8 @@ from embed_overhead import (
 )
 from PIL import Image
 
-from backmark.recipes import recipe_for
-from backmark.train import TrainConfig, make_optimizer, train, use_compile
+from backmark.training import TrainConfig, make_optimizer, train, use_compile
+from backmark.training.recipes import recipe_for
 
 BATCH, K = 100, 2  # the official code's batch and triggers per batch
 

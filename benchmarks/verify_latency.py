@@ -1,7 +1,7 @@
 """Verification latency for n = 100 trigger images: in process, TorchScript, ONNX and over HTTP.
 
 One run measures every target on the same key and model, the targets taking turns in each
-round, so the ratios compare like with like. Each row times the whole of ``backmark.verify.verify`` (open the commitments, query the
+round, so the ratios compare like with like. Each row times the whole of ``backmark.core.verify.verify`` (open the commitments, query the
 model, run the binomial test); the HTTP rows query ``backmark serve`` running in a separate
 process on 127.0.0.1 with the v2 JSON protocol. Weights are random (latency does not depend on
 them); every target must give the same predictions, which is checked.
@@ -23,14 +23,14 @@ from pathlib import Path
 
 import torch
 
-from backmark.checkpoint import save_model
+from backmark.core.keygen import keygen
+from backmark.core.verify import verify
 from backmark.crypto import OwnerKey
-from backmark.export import export_file
-from backmark.keys import keygen
 from backmark.models import create_model
+from backmark.models.checkpoint import save_model
 from backmark.targets import load_target, open_target
 from backmark.targets.client import RemoteOptions
-from backmark.verify import verify
+from backmark.targets.export import export_file
 
 MODELS = {"fmnist-cnn": (1, 28, 28), "resnet18-cifar": (3, 32, 32)}
 

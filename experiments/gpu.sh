@@ -9,8 +9,7 @@
 #   cifar10-paper-triggers  the same with the paper's own 100 trigger images and labels (center crop, committed labels)
 #   cifar10-resnet18        the paper's setting: resnet18-cifar, 60 epochs, lr 0.1 x0.1 every 20, attacks 20 epochs at lr 0.01
 #
-# Data: cifar10-jpg is looked up in $BACKMARK_DATA/cifar10-jpg, ./../shared/data/cifar10-jpg, <repo>/../shared/data;
-# the paper's trigger set in $BACKMARK_SHARED/data/adi2018-trigger-set (default ../shared).
+# Data: $BACKMARK_DATA holds cifar10-jpg/ and adi2018-trigger-set/ (default here: ../shared/data, set below).
 # Each config writes DIR/NAME/{results.json,report.md,figure6.png,attacks.png,pvalues.png} and DIR/NAME.log;
 # DIR/times.txt gets one line per config with its wall time. Options:
 #   --out DIR         output folder [runs/gpu]
@@ -19,9 +18,10 @@
 #   --device D        torch device [cuda]
 #   --resume          reuse models an interrupted run saved (per config folder)
 #   --quick           each config's quick mode (small subsets, 1-2 epochs): checks the pipeline, not a result
-# Environment: BACKMARK (the command, default "python3 -m backmark"), BACKMARK_DATA, BACKMARK_SHARED.
+# Environment: BACKMARK (the command, default "python3 -m backmark"), BACKMARK_DATA.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export BACKMARK_DATA=${BACKMARK_DATA:-$(cd .. && pwd)/shared/data}
 out=runs/gpu
 only=cifar10,cifar10-paper-triggers,cifar10-resnet18
 device=cuda
@@ -34,7 +34,7 @@ while [ $# -gt 0 ]; do
     --device) device=$2; shift 2 ;;
     --resume) extra+=(--resume); shift ;;
     --quick) extra+=(--quick); shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done

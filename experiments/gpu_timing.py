@@ -20,13 +20,13 @@ from pathlib import Path
 import torch
 
 from backmark.attacks import get_attack
+from backmark.core.keygen import keygen
 from backmark.crypto import OwnerKey
 from backmark.data import load_dataset
-from backmark.keys import keygen
-from backmark.recipes import recipe_for
-from backmark.reproduce import expand_path, load_config, train_config
-from backmark.train import TrainConfig, train
-from backmark.workflow import new_model
+from backmark.experiments.reproduce import expand_path, load_config, train_config
+from backmark.experiments.workflow import new_model
+from backmark.training import TrainConfig, train
+from backmark.training.recipes import recipe_for
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 

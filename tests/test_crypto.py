@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from backmark.crypto import (  # noqa: F401
+from backmark.crypto import (
     OwnerKey,
     canonical_image_bytes,
     canonical_json,

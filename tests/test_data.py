@@ -36,7 +36,9 @@ from backmark.data.idx import read_idx, write_idx
 from backmark.errors import DataError, UnknownName
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-CIFAR10_JPG_TAR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10-jpg" / "cifar10_jpg.tar.gz"
+from .conftest import DATA
+
+CIFAR10_JPG_TAR = DATA / "cifar10-jpg" / "cifar10_jpg.tar.gz"
 
 
 @pytest.fixture(autouse=True)
@@ -338,7 +340,7 @@ def test_class_folder_grayscale_and_size_mismatch(tmp_path):
 @pytest.mark.skipif(not CIFAR10_JPG_TAR.is_file(), reason="CIFAR-10 JPEG copy not in ../shared/data/cifar10-jpg")
 def test_cifar10_jpg_real_copy_and_cache():
     t0 = time.perf_counter()
-    ds = load_dataset("cifar10-jpg")  # default location: ../shared/data/cifar10-jpg next to the repo
+    ds = load_dataset("cifar10-jpg", DATA / "cifar10-jpg")
     first = time.perf_counter() - t0
     assert ds.train_x.shape == (50000, 3, 32, 32) and ds.test_x.shape == (10000, 3, 32, 32)
     assert ds.classes == ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -346,7 +348,7 @@ def test_cifar10_jpg_real_copy_and_cache():
     assert torch.bincount(ds.test_y).tolist() == [1000] * 10
     assert ds.mean == pytest.approx((0.491, 0.482, 0.447), abs=3e-3)
     t0 = time.perf_counter()
-    again = load_dataset("cifar10-jpg")
+    again = load_dataset("cifar10-jpg", DATA / "cifar10-jpg")
     second = time.perf_counter() - t0
     assert second < first
     assert torch.equal(again.train_x, ds.train_x) and torch.equal(again.test_x, ds.test_x)

@@ -9,11 +9,11 @@ import textwrap
 import pytest
 import torch
 
+from backmark.core.verify import verify
 from backmark.data import load_dataset
-from backmark.distributed import setup, split_batch
-from backmark.recipes import recipe_for
-from backmark.verify import verify
-from backmark.workflow import train_file
+from backmark.experiments.workflow import train_file
+from backmark.training.distributed import setup, split_batch
+from backmark.training.recipes import recipe_for
 
 
 def _json_objects(text: str) -> list[dict]:
@@ -93,9 +93,9 @@ def test_torchrun_cli_matches_single_process_and_the_watermark_verifies(tmp_path
 WORKER = textwrap.dedent("""
     import json, os, sys, torch
     from backmark.data import load_dataset
-    from backmark.mixer import TriggerMixer
+    from backmark.core.mark import TriggerMixer
     from backmark.models import create_model
-    from backmark.train import TrainConfig, train
+    from backmark.training import TrainConfig, train
 
     state = sys.argv[1]
     data = load_dataset("fashion-mnist", train_size=1500, test_size=300, seed=0)
@@ -109,12 +109,14 @@ WORKER = textwrap.dedent("""
     cfg = TrainConfig(epochs=2, batch_size=100, augment=True, trigger_k=3)
     first = train(fresh(), data, cfg.replace(epochs=1), mixer=mixer, state_path=state, device="cpu")
     model = fresh()
-    hist = train(model, data, cfg, mixer=mixer, state_path=state, resume=True, device="cpu")
+    ran = []  # the epochs the resumed call actually trains (stop_when sees each one as it ends)
+    hist = train(model, data, cfg, mixer=mixer, state_path=state, resume=True, device="cpu", stop_when=lambda s: ran.append(s.epoch) or False)
     # FTLL-style: only the output layer trains, the rest stays frozen on every rank
     before = model.features[0].weight.detach().clone()
     train(model, data, cfg.replace(epochs=1), params=model.fc.parameters(), device="cpu")
     flat = torch.cat([p.detach().flatten() for p in model.parameters()] + [b.flatten().float() for b in model.buffers()])
-    print(json.dumps({"rank": int(os.environ["RANK"]), "epochs": [h.epoch for h in hist], "resumed_from": first[0].test_acc,
+    print(json.dumps({"rank": int(os.environ["RANK"]), "epochs": [h.epoch for h in hist], "ran": ran,
+                      "first_kept": [hist[0].train_loss, hist[0].test_acc] == [first[0].train_loss, first[0].test_acc],
                       "acc": hist[-1].test_acc, "checksum": flat.double().sum().item(), "frozen": bool(torch.equal(before, model.features[0].weight)),
                       "grad_flags": all(p.requires_grad for p in model.parameters())}), flush=True)
 """)
@@ -129,7 +131,9 @@ def test_resume_and_frozen_layers_under_two_processes(tmp_path):
     lines = _json_objects(torchrun([str(script), str(state)]).stdout)
     assert sorted(r["rank"] for r in lines) == [0, 1]
     a, b = lines
-    assert a["epochs"] == b["epochs"] == [1, 2]  # the second call resumed after epoch 1
+    assert a["epochs"] == b["epochs"] == [1, 2]
+    assert a["ran"] == b["ran"] == [2]  # the second call resumed after epoch 1: it trained epoch 2 only
+    assert a["first_kept"] and b["first_kept"]  # epoch 1's figures are those of the first call, read back from its state
     assert a["checksum"] == b["checksum"]  # weights and (averaged) BatchNorm statistics agree across ranks
     assert a["acc"] == b["acc"] and a["acc"] > 0.5
     assert a["frozen"] and b["frozen"] and a["grad_flags"] and b["grad_flags"]

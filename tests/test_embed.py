@@ -1,6 +1,6 @@
 """PRETRAINED's stopping rule: stop once the watermark holds, or hold it N more epochs."""
-from backmark.embed import watermark_held
-from backmark.train import EpochStats
+from backmark.core.mark import watermark_held
+from backmark.training import EpochStats
 
 
 def _run(rule, trigger_accs):

@@ -2,13 +2,13 @@
 import pytest
 import torch
 
-from backmark.checkpoint import load_model
+from backmark.core.keygen import keygen
+from backmark.core.verify import verify
 from backmark.errors import IncompatibleModel
-from backmark.keys import keygen
+from backmark.experiments.workflow import embed_file, train_file
 from backmark.models import create_model
-from backmark.train import TrainConfig
-from backmark.verify import verify
-from backmark.workflow import embed_file, train_file
+from backmark.models.checkpoint import load_model
+from backmark.training import TrainConfig
 
 CFG = TrainConfig(epochs=2, batch_size=128, lr=0.05, trigger_k=16)
 
@@ -54,35 +54,51 @@ def test_pretrained_embedding(trained, fmnist_small, keys):
     assert verify(model, mk, vk).verified
 
 
-@pytest.mark.slow
-def test_resume_continues_after_a_crash(tmp_path, fmnist_small):
-    from backmark.workflow import state_path_for
+class Crash(Exception):
+    pass
 
-    out = tmp_path / "m.safetensors"
-    cfg = CFG.replace(epochs=2)
-    small = fmnist_small.subset(2000, seed=3)
 
-    class Crash(Exception):
+class Recorder:
+    """A progress reporter that records which epochs ran, and can crash when one starts."""
+
+    def __init__(self, crash_at: int | None = None):
+        self.crash_at, self.started, self.ended = crash_at, [], []
+
+    def start_epoch(self, epoch, epochs, steps):
+        if epoch == self.crash_at:
+            raise Crash
+        self.started.append(epoch)
+
+    def step(self, loss):
         pass
 
-    class CrashAfterFirstEpoch:
-        def start_epoch(self, epoch, epochs, steps):
-            if epoch == 2:
-                raise Crash
+    def end_epoch(self, stats):
+        self.ended.append(stats)
 
-        def step(self, loss):
-            pass
 
-        def end_epoch(self, stats):
-            pass
+@pytest.mark.slow
+def test_resume_runs_only_the_remaining_epochs(tmp_path, fmnist_small, keys):
+    from backmark.experiments.workflow import state_path_for
 
+    out = tmp_path / "m.safetensors"
+    cfg = CFG.replace(epochs=3, augment=True)
+    small = fmnist_small.subset(1500, seed=3, test_size=300)
+    crashed = Recorder(crash_at=3)
     with pytest.raises(Crash):
-        train_file(data=small, model_name="fmnist-cnn", cfg=cfg, out=out, reporter=CrashAfterFirstEpoch())
-    assert state_path_for(out).exists() and not out.exists()
-    _, hist = train_file(data=small, model_name="fmnist-cnn", cfg=cfg, out=out, resume=True)
-    _, ref = train_file(data=small, model_name="fmnist-cnn", cfg=cfg, out=tmp_path / "ref.safetensors")
-    assert [h.epoch for h in hist] == [1, 2] and out.exists() and not state_path_for(out).exists()
-    assert hist[-1].test_acc == pytest.approx(ref[-1].test_acc, abs=0.01)
+        train_file(data=small, model_name="fmnist-cnn", cfg=cfg, out=out, keys=keys, reporter=crashed)
+    assert crashed.started == [1, 2] and state_path_for(out).exists() and not out.exists()
+    resumed = Recorder()
+    model, hist = train_file(data=small, model_name="fmnist-cnn", cfg=cfg, out=out, keys=keys, resume=True, reporter=resumed)
+    assert resumed.started == [3]  # only the epoch the crash lost was trained again
+    assert hist[:2] == crashed.ended  # the first epochs' figures are the crashed run's own, read back from the state
+    assert out.exists() and not state_path_for(out).exists()
+    uninterrupted = Recorder()
+    ref, ref_hist = train_file(data=small, model_name="fmnist-cnn", cfg=cfg, out=tmp_path / "ref.safetensors", keys=keys,
+                               reporter=uninterrupted)
+    assert uninterrupted.started == [1, 2, 3]
+    # resuming restores weights, optimizer, data order, augmentation and trigger draws: the same run, bit for bit
+    assert [(h.train_loss, h.test_acc, h.trigger_acc) for h in hist] == [(h.train_loss, h.test_acc, h.trigger_acc) for h in ref_hist]
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref.state_dict().values()))
 
 
 def test_incompatible_models_are_refused(keys):

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from backmark.core.keygen import MarkingKey, VerificationKey, derive_labels, keygen, load_pair, open_elements
 from backmark.errors import BackmarkError, InvalidFile, KeyMismatch, OutputExists, TamperedKey
-from backmark.keys import MarkingKey, VerificationKey, derive_labels, keygen, load_pair, open_elements
 
 
 @pytest.fixture(scope="module")

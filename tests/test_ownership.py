@@ -1,24 +1,28 @@
 """Ownership experiments: fresh keys, non-trivial ownership (no false claims), piracy."""
+from fractions import Fraction
+
 import pytest
 
-from backmark.ownership import fresh_keys, non_trivial_ownership, ownership_piracy
-from backmark.train import TrainConfig
-from backmark.workflow import new_model, train_file
+from backmark.core.stats import binomial_tail
+from backmark.experiments.ownership import fresh_keys, non_trivial_ownership, ownership_piracy
+from backmark.experiments.workflow import new_model, train_file
+from backmark.training import TrainConfig
 
-CFG = TrainConfig(epochs=2, batch_size=128, lr=0.05, trigger_k=64)
+from .conftest import MARK_CFG
 
-
-@pytest.fixture(scope="module")
-def data(fmnist_small):
-    return fmnist_small.subset(2000, seed=1, test_size=400)
+CFG = TrainConfig(**MARK_CFG)
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory, data, small_keys):
-    d = tmp_path_factory.mktemp("own")
-    marked, _ = train_file(data=data, model_name="fmnist-cnn", cfg=CFG, out=d / "wm.safetensors", keys=small_keys, device="cpu")
-    clean, _ = train_file(data=data, model_name="fmnist-cnn", cfg=CFG.replace(seed=7, epochs=1), out=d / "clean.safetensors", device="cpu")
-    return marked, clean
+def data(fmnist_2k):
+    return fmnist_2k
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, data, marked_fmnist):
+    clean, _ = train_file(data=data, model_name="fmnist-cnn", cfg=CFG.replace(seed=7, epochs=1),
+                          out=tmp_path_factory.mktemp("own") / "clean.safetensors", device="cpu")
+    return marked_fmnist[0], clean
 
 
 def test_fresh_keys_are_reproducible_independent_and_shaped_like_the_owners(small_keys):
@@ -41,8 +45,10 @@ def test_no_false_claims_and_the_owner_still_verifies(models, small_keys, data):
     assert report["null_tests"] == 2 + 40 + 2 * 40
     assert report["false_claims"] == 0 and report["min_null_p_value"] > 2**-64
     assert [r["verified"] for r in report["owner_key_vs_marked"]] == [True]
-    assert all(0 <= r["p_value"] <= 1 and r["n"] == small_keys[1].size for r in report["fresh_keys_vs_marked"])
-    assert 0 <= report["share_null_p_below_0.05"] <= 1
+    tests = report["owner_key_vs_clean"] + report["fresh_keys_vs_marked"] + report["fresh_keys_vs_clean"]
+    for r in tests:  # each p-value is the exact binomial tail of its own match count, at p0 = 1/10
+        assert r["n"] == small_keys[1].size and r["p_value"] == float(binomial_tail(r["matches"], r["n"], Fraction(1, 10)))
+    assert report["share_null_p_below_0.05"] == sum(r["p_value"] <= 0.05 for r in tests) / len(tests)
 
 
 @pytest.mark.slow

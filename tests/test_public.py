@@ -10,10 +10,12 @@ import torch
 from click.testing import CliRunner
 
 from backmark.cli import main
+from backmark.core.keygen import keygen
+from backmark.core.stats import binomial_tail
+from backmark.core.triggers import abstract_images, generator_seed, render_abstract
 from backmark.crypto import OwnerKey, canonical_json
 from backmark.errors import BackmarkError
-from backmark.keys import _SEED_TAG, keygen
-from backmark.public import (
+from backmark.protocols.public import (
     challenge,
     check_public_claim,
     claim_parameters,
@@ -21,21 +23,11 @@ from backmark.public import (
     public_claim,
     soundness_error,
 )
-from backmark.stats import binomial_tail
-from backmark.triggers import abstract_images
+
+from .conftest import KeyTarget
 
 SHAPE = (1, 12, 12)
 
-
-class KeyTarget:
-    num_classes, name = 10, "key-target"
-
-    def __init__(self, mk, answer_labels=True):
-        self.input_shape = mk.input_shape
-        self.table = {mk.images[i].tobytes(): y for i, y in enumerate(mk.labels)} if answer_labels else {}
-
-    def predict(self, images):
-        return torch.tensor([self.table.get(im.permute(1, 2, 0).contiguous().numpy().tobytes(), 0) for im in images])
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +85,7 @@ def _cheating_key(owner, trial: int, total: int, fakes: list[int]):
     """A key whose elements at ``fakes`` are not generator outputs (here: flat grey images,
     standing for images any model would match); the rest are genuine."""
     seed = hashlib.sha256(b"cheater" + trial.to_bytes(4, "big")).digest()
-    images = abstract_images(hashlib.sha256(_SEED_TAG + seed).digest(), total, (1, 6, 6))
+    images = abstract_images(generator_seed(seed), total, (1, 6, 6))
     images[fakes] = 128
     return keygen(input_shape=(1, 6, 6), num_classes=10, owner_key=owner, set_size=total, master_seed=seed,
                   images=images, created="2026-01-01T00:00:00Z")
@@ -148,8 +140,8 @@ def test_soundness_analysis_numbers():
 
 
 def test_cli_public_claim_and_check(tmp_path, owner):
-    from backmark.checkpoint import save_model
     from backmark.models import create_model
+    from backmark.models.checkpoint import save_model
 
     mk, vk = keygen(input_shape=SHAPE, num_classes=10, owner_key=owner, set_size=100, num_sets=2)
     owner.save(tmp_path / "owner-key.pem")
@@ -176,8 +168,8 @@ def test_cli_public_claim_and_check(tmp_path, owner):
 
 
 def test_generator_seed_reveals_one_image(honest):
-    from backmark.public import image_seed, render_abstract
+    from backmark.protocols.public import element_seed
 
     mk, _ = honest
     for i in (0, 77, 199):
-        assert np.array_equal(render_abstract(image_seed(mk, i), SHAPE), mk.images[i])
+        assert np.array_equal(render_abstract(element_seed(mk, i), SHAPE), mk.images[i])

@@ -7,24 +7,15 @@ import torch
 from click.testing import CliRunner
 
 from backmark.cli import main
+from backmark.core.keygen import keygen
+from backmark.core.stats import DEFAULT_ALPHA, threshold
 from backmark.errors import KeyMismatch, SpentSet, TamperedRecord
-from backmark.keys import keygen
-from backmark.pverify import SpentLog, pverify, select_set, set_alpha, set_indices
-from backmark.stats import DEFAULT_ALPHA, threshold
+from backmark.protocols.pverify import SpentLog, pverify, select_set, set_alpha, set_indices
+
+from .conftest import KeyTarget
 
 SETS, SIZE = 4, 30
 
-
-class KeyTarget:
-    """A stand-in for a marked model: answers each trigger image's label (others: class 0)."""
-
-    input_shape, num_classes, name = (1, 12, 12), 10, "key-target"
-
-    def __init__(self, mk, answer_labels=True):
-        self.table = {mk.images[i].tobytes(): y for i, y in enumerate(mk.labels)} if answer_labels else {}
-
-    def predict(self, images):  # uint8 (N, C, H, W)
-        return torch.tensor([self.table.get(im.permute(1, 2, 0).contiguous().numpy().tobytes(), 0) for im in images])
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +120,8 @@ def test_tampered_log_is_detected(multi, tmp_path, owner_key):
 
 def test_cli_pverify_and_spent(multi, tmp_path):
     mk, vk = multi
-    from backmark.checkpoint import save_model
     from backmark.models import create_model
+    from backmark.models.checkpoint import save_model
 
     mk.save(tmp_path / "marking-key.json")
     vk.save(tmp_path / "verification-key.json")

@@ -21,15 +21,15 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 from backmark.cli import main
+from backmark.core.keygen import open_elements
+from backmark.core.verify import verify
 from backmark.errors import IncompatibleModel, QueryBudgetExceeded, RemoteError
-from backmark.keys import open_elements
 from backmark.models import create_model
-from backmark.serve import BackgroundServer, V2App
 from backmark.targets import TorchTarget, open_target
 from backmark.targets.audit import read_audit_log
 from backmark.targets.client import HttpClient, RemoteOptions
 from backmark.targets.http import JsonEndpoint, JsonTarget, V2Target, open_remote
-from backmark.verify import verify
+from backmark.targets.serve import BackgroundServer, V2App
 
 pytestmark = pytest.mark.timeout(60)
 QUICK = {"timeout": 5.0, "backoff": 0.0}  # retries without waiting, in tests
@@ -66,7 +66,7 @@ def world(small_keys, tmp_path_factory):
         torch.manual_seed(1)
         clean = create_model("fmnist-cnn", num_classes=10, input_shape=(1, 28, 28)).eval()
     models = {"wm": memorise(mk, labels), "clean": clean}
-    from backmark.checkpoint import save_model
+    from backmark.models.checkpoint import save_model
 
     meta = {"model": "fmnist-cnn", "num_classes": 10, "input_shape": [1, 28, 28], "mean": [0.5], "std": [0.5]}
     save_model(d / "wm.safetensors", models["wm"], meta)

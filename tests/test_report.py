@@ -5,25 +5,17 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from backmark.checkpoint import save_model
 from backmark.cli import main
+from backmark.core.keygen import keygen
+from backmark.core.verify import verify
 from backmark.crypto import OwnerKey, canonical_json
 from backmark.errors import KeyMismatch, TamperedRecord
-from backmark.keys import keygen
 from backmark.models import create_model
-from backmark.pverify import pverify, select_set
-from backmark.report import check_report, describe_model, load_report, make_report, write_report
-from backmark.verify import verify
+from backmark.models.checkpoint import save_model
+from backmark.protocols.pverify import pverify, select_set
+from backmark.protocols.report import check_report, describe_model, load_report, make_report, write_report
 
-
-class KeyTarget:
-    input_shape, num_classes, name = (1, 12, 12), 10, "key-target"
-
-    def __init__(self, mk):
-        self.table = {mk.images[i].tobytes(): y for i, y in enumerate(mk.labels)}
-
-    def predict(self, images):
-        return torch.tensor([self.table.get(im.permute(1, 2, 0).contiguous().numpy().tobytes(), 0) for im in images])
+from .conftest import KeyTarget
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,11 @@
 """Speed options of the training loop: bf16 autocast, channels_last, torch.compile, data placement, frozen layers."""
-import dataclasses
 
 import pytest
 import torch
 
-from backmark.mixer import TriggerMixer
+from backmark.core.mark import TriggerMixer
 from backmark.models import create_model
-from backmark.train import TrainConfig, train, use_compile
+from backmark.training import TrainConfig, train, use_compile
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -69,10 +68,15 @@ def test_training_only_chosen_parameters_freezes_the_rest_and_restores_flags(tin
     assert all(p.requires_grad for p in model.parameters()) and all(p.grad is None for n, p in model.named_parameters() if not n.startswith("fc."))
 
 
-def test_config_records_the_speed_options():
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    assert {"precision", "compile", "channels_last", "data_on_device"} <= fields
-    assert TrainConfig(precision="bf16").to_dict()["precision"] == "bf16"
+def test_config_records_the_speed_options_and_refuses_unknown_ones():
+    cfg = TrainConfig(precision="bf16", compile="on", channels_last=False, data_on_device=False)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg  # what a checkpoint records is what the run used
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="fp16")
+    with pytest.raises(ValueError, match="compile"):
+        TrainConfig(compile="yes")
+    with pytest.raises(ValueError, match="unknown training options: prec"):
+        TrainConfig.from_dict({"prec": "bf16"})
 
 
 @CUDA

@@ -3,7 +3,7 @@ from fractions import Fraction
 import pytest
 from scipy.stats import binom
 
-from backmark.stats import DEFAULT_ALPHA, binomial_tail, decide, null_rate, threshold
+from backmark.core.stats import DEFAULT_ALPHA, binomial_tail, decide, null_rate, threshold
 
 
 @pytest.mark.parametrize("n,L,expected", [(100, 10, 46), (100, 100, 20)])

@@ -6,18 +6,18 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from backmark.checkpoint import save_model
 from backmark.cli import main
+from backmark.core.keygen import open_elements
+from backmark.core.verify import verify
 from backmark.errors import IncompatibleModel, InvalidFile, OutputExists
-from backmark.export import export_file, export_model
-from backmark.keys import open_elements
 from backmark.models import create_model
+from backmark.models.checkpoint import save_model
 from backmark.targets import Target, TorchTarget, as_target, load_target, open_target, target_kind
 from backmark.targets.audit import GENESIS, AuditLog, read_audit_log, record_hash
 from backmark.targets.client import parse_retry_after, redact, snippet
+from backmark.targets.export import export_file, export_model
 from backmark.targets.onnx import OnnxTarget
 from backmark.targets.torchscript import TorchScriptTarget
-from backmark.verify import verify
 
 from .test_remote import memorise
 
@@ -74,7 +74,7 @@ def test_export_metadata_and_input_convention(files):
     proto = onnx.load(str(files / "wm.onnx"))
     meta = json.loads({p.key: p.value for p in proto.metadata_props}["backmark"])
     assert meta["format"] == "backmark-export" and meta["input_shape"] == [1, 28, 28] and meta["num_classes"] == 10
-    from backmark.checkpoint import file_sha256
+    from backmark.io.hashing import file_sha256
 
     assert meta["source_sha256"] == file_sha256(files / "wm.safetensors")
     assert [i.name for i in proto.graph.input] == ["input"] and [o.name for o in proto.graph.output] == ["logits"]

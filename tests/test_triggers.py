@@ -3,8 +3,8 @@ import os
 import numpy as np
 import pytest
 
+from backmark.core.triggers import abstract_images, load_image_folder, load_labels_file
 from backmark.errors import DataError
-from backmark.triggers import abstract_images, load_image_folder, load_labels_file
 
 from .conftest import TRIGGER_SET
 
@@ -38,7 +38,7 @@ def test_paper_trigger_set_loads(crop):
 
 @pytest.mark.skipif(not TRIGGER_SET.exists(), reason="paper trigger set not present")
 def test_paper_labels_pair_in_string_order():
-    from backmark.triggers import list_images
+    from backmark.core.triggers import list_images
 
     names = [p.name for p in list_images(TRIGGER_SET / "pics")]
     labels = load_labels_file(TRIGGER_SET / "labels-cifar.txt", 100, 10)

@@ -8,11 +8,11 @@ from torch import nn
 pytest.importorskip("ezkl")
 pytestmark = pytest.mark.slow  # a circuit, a test-grade SRS and three proofs: about a minute on 2 cores
 
+from backmark.core.keygen import keygen
 from backmark.crypto import OwnerKey
 from backmark.errors import TooLargeForZK
-from backmark.keys import keygen
-from backmark.public import check_public_claim, public_claim
-from backmark.zk import build_circuit, poseidon_commitment, poseidon_commitments, prove_elements, verify_proofs
+from backmark.protocols.public import check_public_claim, public_claim
+from backmark.protocols.zk import build_circuit, poseidon_commitment, poseidon_commitments, prove_elements, verify_proofs
 
 SHAPE = (1, 6, 6)
 

@@ -9,15 +9,19 @@ KeyGen -> Mark -> Verify::
     mixer = backmark.TriggerMixer.from_key(mk, k=2)     # in your own training loop:
     x, y = mixer.mix(x, y)                              #   appends k trigger images per batch
     result = backmark.verify(model, mk, vk)             # exact binomial test, p-value
-"""
-__version__ = "0.1.0"
 
-from .crypto import OwnerKey  # noqa: E402
-from .embed import mark_from_scratch, mark_pretrained  # noqa: E402
-from .keys import MarkingKey, VerificationKey, keygen, load_pair, open_elements  # noqa: E402
-from .mixer import TriggerMixer  # noqa: E402
-from .train import TrainConfig, train  # noqa: E402
-from .verify import VerificationResult, verify  # noqa: E402
+The package is layered (docs/architecture.md): io and crypto at the bottom, data and
+models, training and targets, the scheme in ``backmark.core`` (keygen, mark, verify),
+attacks, protocols, experiments, and the command line on top. This module only gathers
+the public API.
+"""
+from .core.keygen import MarkingKey, VerificationKey, keygen, load_pair, open_elements
+from .core.mark import TriggerMixer, mark_from_scratch, mark_pretrained
+from .core.verify import VerificationResult, verify
+from .crypto import OwnerKey
+from .targets import open_target
+from .training import TrainConfig, train
+from .version import __version__
 
 __all__ = [
     "MarkingKey",
@@ -26,11 +30,13 @@ __all__ = [
     "TriggerMixer",
     "VerificationKey",
     "VerificationResult",
+    "__version__",
     "keygen",
     "load_pair",
     "mark_from_scratch",
     "mark_pretrained",
     "open_elements",
+    "open_target",
     "train",
     "verify",
 ]

@@ -35,6 +35,10 @@ class IncompatibleModel(BackmarkError):
     """The model's input shape or number of classes does not fit the key."""
 
 
+class InvalidBatch(BackmarkError):
+    """A training batch (or images to query) is not what the mixer or model takes: dtype, range, shape, labels."""
+
+
 class DataError(BackmarkError):
     """A dataset could not be found or parsed."""
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..checkpoint import save_model
+from ..models.checkpoint import save_model
+from ..models.heads import load_output_layer, save_output_layer, with_output_layer
+from ..training.distributed import is_main_process
 from . import distill, fineprune, finetune, prune, transfer, transform  # noqa: F401  (registers the attacks)
 from .base import (
     AttackContext,
@@ -35,7 +37,6 @@ from .distill import DistillBudget
 from .evaluate import evaluate_model, watermark_row
 from .fineprune import FinePruneBudget
 from .finetune import FineTuneBudget
-from .outputlayer import load_output_layer, save_output_layer, with_output_layer
 from .prune import PruneBudget
 from .transfer import TransferBudget, select_classes
 from .transform import TransformBudget, TransformedModel
@@ -61,9 +62,11 @@ def attacked_meta(outcome: AttackOutcome, victim_meta: dict, *, victim_path: str
 
 
 def save_attacked(path: str | Path, outcome: AttackOutcome, meta: dict, *, force: bool = False) -> Path:
-    """Save the attacked weights (for input-transform: the victim's, the transform in ``meta``)."""
+    """Save the attacked weights (for input-transform: the victim's, the transform in ``meta``); under torchrun rank 0 alone writes."""
     model = outcome.model.model if isinstance(outcome.model, TransformedModel) else outcome.model
-    return save_model(path, model, meta, force=force)
+    if is_main_process():
+        save_model(path, model, meta, force=force)
+    return Path(path)
 
 
 __all__ = [

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from ..data import Dataset
-from ..errors import InvalidConfig, UnknownName
-from ..train import SCHEDULES, EpochStats, Reporter, TrainConfig
+from ..errors import InvalidConfig, InvalidFile, UnknownName
+from ..training import SCHEDULES, EpochStats, Reporter, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -183,3 +183,18 @@ def attacker_data(data: Dataset, fraction: float, seed: int) -> Dataset:
     n = max(1, round(fraction * len(data.train_y)))
     idx = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(seed))[:n].sort().values
     return replace(data, train_x=data.train_x[idx.to(data.train_x.device)], train_y=data.train_y[idx.to(data.train_y.device)])
+
+
+def victim_config(meta: dict, source: str) -> TrainConfig | None:
+    """The victim's training recipe from its checkpoint metadata (the attacks' defaults).
+
+    None when the checkpoint records none; InvalidFile when what it records is not a
+    training config (never silently replaced by defaults).
+    """
+    recorded = meta.get("config")
+    if recorded is None:
+        return None
+    try:
+        return TrainConfig.from_dict(recorded)
+    except (TypeError, ValueError, AttributeError) as e:
+        raise InvalidFile(f"{source}: the checkpoint's training config is unreadable ({e})") from None

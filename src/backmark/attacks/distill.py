@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..errors import InvalidConfig
-from ..train import predict, train
-from ..workflow import new_model
+from ..models import create_model
+from ..training import predict, train
 from .base import AttackContext, TrainingBudget, attacker_data, register_attack
 
 
@@ -56,7 +56,8 @@ def distill(model, data, budget: DistillBudget, ctx: AttackContext):
         epochs=budget.resolved_epochs(ctx.original), lr=budget.lr, schedule=budget.schedule, batch_size=budget.batch_size,
         augment=budget.augment, seed=budget.seed,
     ).replace(trigger_k=0)
-    student = new_model(student_name, labelled, cfg.seed)
+    student = create_model(student_name, num_classes=labelled.num_classes, input_shape=labelled.input_shape,
+                           mean=labelled.mean, std=labelled.std, seed=cfg.seed)
     device = ctx.device if ctx.device is not None else next(model.parameters()).device
     history = train(student, labelled, cfg, device=device, reporter=ctx.reporter)
     return student, history, {"student": student_name, "queries": len(labels), "victim_label_agreement": agreement}

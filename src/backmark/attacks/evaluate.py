@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..core.keygen import MarkingKey, VerificationKey
+from ..core.stats import DEFAULT_ALPHA
+from ..core.verify import verify
 from ..errors import IncompatibleModel
-from ..keys import MarkingKey, VerificationKey
-from ..stats import DEFAULT_ALPHA
-from ..train import accuracy
-from ..verify import verify
-from .outputlayer import LayerLike, with_output_layer
+from ..models.heads import LayerLike, with_output_layer
+from ..training import accuracy
 
 
 def watermark_row(result) -> dict:

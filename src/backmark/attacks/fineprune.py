@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.utils import prune as tprune
 
 from ..errors import IncompatibleModel
-from ..train import train
+from ..training import train
 from .base import AttackContext, TrainingBudget, attacker_data, register_attack
 
 

@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..data import Dataset
-from ..models import output_layer
-from ..train import train
+from ..models.heads import fresh_linear, output_layer, replace_output_layer
+from ..training import train
 from .base import AttackContext, TrainingBudget, attacker_data, register_attack
-from .outputlayer import fresh_linear, replace_output_layer
 
 
 @dataclass(frozen=True)

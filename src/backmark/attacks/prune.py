@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as tprune
 
-from ..train import train
+from ..training import train
 from .base import AttackContext, CleanTraining, attacker_data, register_attack
 
 SCOPES = ("global", "layer")

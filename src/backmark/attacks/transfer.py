@@ -18,10 +18,9 @@ import torch
 
 from ..data import Dataset
 from ..errors import DataError, IncompatibleModel
-from ..models import output_layer
-from ..train import train
+from ..models.heads import fresh_linear, output_layer, replace_output_layer
+from ..training import train
 from .base import AttackContext, TrainingBudget, attacker_data, register_attack
-from .outputlayer import fresh_linear, replace_output_layer
 
 LAYER_CHOICES = ("all", "last")
 

@@ -7,36 +7,7 @@ Commands live in one module per area (``core`` ...), each imported below.
 """
 from __future__ import annotations
 
-import os
-import sys
-
-import click
-
-from .. import __version__
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="backmark")
-def main():
-    """Watermark a neural network with a backdoor and prove ownership of it through
-    black-box queries alone (Adi et al., USENIX Security 2018).
-
-    \b
-    The flow:
-      backmark keygen --dataset fashion-mnist --out keys/     # secret + public key
-      backmark train  --dataset fashion-mnist --watermark keys/marking-key.json --out model.safetensors
-      backmark verify --model model.safetensors --marking-key keys/marking-key.json \\
-                      --verification-key keys/verification-key.json
-    Or all of it at once: backmark demo
-    """
-    if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 alone prints results (errors still reach stderr)
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (for the life of the process)
-
-
-
-from . import core  # noqa: E402,F401  (registers the commands)
-from . import remote  # noqa: E402,F401
-from . import attack  # noqa: E402,F401
-from . import public  # noqa: E402,F401
+from . import attack, core, public, remote  # noqa: F401  (each registers its commands on `main`)
+from .app import main
 
 __all__ = ["main"]

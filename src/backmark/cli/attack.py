@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from . import main
+from .app import main
 from .common import emit, handle_errors, load_keys, parse_alpha
 
 # CLI option -> budget field; an option the chosen attack's budget lacks is refused.
@@ -77,11 +77,13 @@ def attack(name, model_path, out, dataset, data_dir, train_size, test_size, clas
     backmark verify --model rtal.safetensors --output-layer fc.safetensors ...
     """
     from ..attacks import attacked_meta, evaluate_model, get_attack, run_attack, save_attacked, save_output_layer, select_classes
-    from ..checkpoint import file_sha256, load_model
+    from ..attacks.base import victim_config
     from ..data import load_dataset
-    from ..fileio import check_writable
-    from ..progress import RichReporter
-    from ..train import TrainConfig, accuracy
+    from ..io.files import check_writable
+    from ..io.hashing import file_sha256
+    from ..models.checkpoint import load_model
+    from ..training import TrainConfig, accuracy
+    from .progress import RichReporter
 
     spec = get_attack(name)
     options = {k: v for k, v in budget_opts.items() if v is not None}
@@ -108,9 +110,11 @@ def attack(name, model_path, out, dataset, data_dir, train_size, test_size, clas
         data = select_classes(data, _parse_classes(classes))
     if keep_output_layer:
         save_output_layer(keep_output_layer, victim, {"model_sha256": file_sha256(model_path)}, force=force)
-    try:
-        original = TrainConfig.from_dict(meta.get("config") or {})
-    except (TypeError, ValueError):
+    original = victim_config(meta, model_path)
+    if original is None:
+        epochs_field = spec.budget.__dataclass_fields__.get("epochs")
+        if epochs_field is not None and epochs_field.default is None and options.get("epochs") is None:
+            raise click.UsageError(f"{model_path} records no training config, so the victim's epochs are unknown: give --epochs")
         original = TrainConfig()
     before = None if spec.data == "transfer" else accuracy(victim, data.test_x, data.test_y)
     outcome = run_attack(name, victim, data, budget, original=original, model_name=meta.get("model"), device=device,
@@ -162,8 +166,8 @@ def reproduce(config_path, out_dir, quick, max_epochs, device, resume, force, qu
     Writes OUT/results.json (config, seed, version, commit, wall times), OUT/report.md and
     the figures OUT/figure6.png, OUT/attacks.png, OUT/pvalues.png.
     """
-    from ..progress import RichReporter, console
-    from ..reproduce import load_config, render_report, run_reproduction
+    from ..experiments.reproduce import load_config, render_report, run_reproduction
+    from .progress import RichReporter, console
 
     cfg = load_config(config_path)
     out = Path(out_dir or f"runs/reproduce-{cfg.name}{'-quick' if quick else ''}")

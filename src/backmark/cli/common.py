@@ -115,7 +115,7 @@ def load_data(o: dict):
 
 
 def load_keys(marking_key: str, verification_key: str | None):
-    from ..keys import load_pair
+    from ..core.keygen import load_pair
 
     vk_path = verification_key or str(Path(marking_key).with_name("verification-key.json"))
     if verification_key is None and not Path(vk_path).exists():
@@ -129,3 +129,11 @@ def history_text(history) -> str:
     return f"test accuracy {100 * last.test_acc:.2f}%{trig} after {last.epoch} epochs"
 
 
+def load_owner_key(path: str | None, marking_key: str):
+    """The owner key given, or owner-key.pem next to the marking key (where keygen puts it)."""
+    from ..crypto import OwnerKey
+
+    p = Path(path) if path else Path(marking_key).with_name("owner-key.pem")
+    if not p.exists():
+        raise click.UsageError(f"no owner key at {p}; pass --owner-key (the Ed25519 key that signed the verification key)")
+    return OwnerKey.load(p)

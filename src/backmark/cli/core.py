@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from . import main
+from .app import main
 from .common import (
     data_options,
     emit,
@@ -16,6 +16,7 @@ from .common import (
     history_text,
     load_data,
     load_keys,
+    load_owner_key,
     parse_alpha,
     parse_shape,
     train_config,
@@ -43,11 +44,11 @@ from .remote import open_cli_target, target_options
 @handle_errors
 def keygen(dataset, input_shape, num_classes, out_dir, set_size, num_sets, source, crop, labels, commitment, owner_key, owner, force, as_json):
     """Generate a trigger set and its keys (KeyGen)."""
+    from ..core.keygen import keygen as _keygen
+    from ..core.triggers import load_image_folder, load_labels_file
     from ..crypto import OwnerKey
     from ..data import dataset_info
-    from ..fileio import check_writable
-    from ..keys import keygen as _keygen
-    from ..triggers import load_image_folder, load_labels_file
+    from ..io.files import check_writable
 
     shape = parse_shape(input_shape)
     if (shape is None) != (num_classes is None):
@@ -103,9 +104,9 @@ def keygen(dataset, input_shape, num_classes, out_dir, set_size, num_sets, sourc
 @handle_errors
 def train(dataset, data_dir, train_size, test_size, model_name, marking_key, verification_key, out, as_json, quiet, **o):
     """Train a model from scratch, with a watermark (FROMSCRATCH) or without (NO-WM)."""
-    from ..progress import RichReporter
-    from ..recipes import recipe_for
-    from ..workflow import train_file
+    from ..experiments.workflow import train_file
+    from ..training.recipes import recipe_for
+    from .progress import RichReporter
 
     o.update(dataset=dataset, data_dir=data_dir, train_size=train_size, test_size=test_size)
     recipe = recipe_for(dataset)
@@ -132,9 +133,9 @@ def train(dataset, data_dir, train_size, test_size, model_name, marking_key, ver
 @handle_errors
 def embed(model_path, dataset, data_dir, train_size, test_size, marking_key, verification_key, until, hold, out, as_json, quiet, **o):
     """Embed a watermark into a trained model by fine-tuning (PRETRAINED)."""
-    from ..progress import RichReporter
-    from ..recipes import recipe_for
-    from ..workflow import embed_file
+    from ..experiments.workflow import embed_file
+    from ..training.recipes import recipe_for
+    from .progress import RichReporter
 
     o.update(dataset=dataset, data_dir=data_dir, train_size=train_size, test_size=test_size)
     cfg = train_config(recipe_for(dataset).embed, o)
@@ -160,8 +161,8 @@ def embed(model_path, dataset, data_dir, train_size, test_size, marking_key, ver
 @handle_errors
 def verify(model_path, marking_key, verification_key, alpha, device, output_layer, as_json, report, **remote):
     """Verify ownership of a model: exit 0 verified, 1 not verified, 2 error."""
-    from ..keys import MarkingKey, VerificationKey
-    from ..verify import verify as _verify
+    from ..core.keygen import MarkingKey, VerificationKey
+    from ..core.verify import verify as _verify
 
     alpha = parse_alpha(alpha)
     vk = VerificationKey.load(verification_key)
@@ -170,9 +171,10 @@ def verify(model_path, marking_key, verification_key, alpha, device, output_laye
     started = time.perf_counter()
     result = _verify(target, mk, vk, alpha=alpha, device=device, output_layer=output_layer)
     if report:
-        from .public import write_verify_report
+        from ..protocols.report import report_verification
 
-        write_verify_report(report, result, mk, vk, marking_key=marking_key, model=model_path or remote["target"], seconds=time.perf_counter() - started)
+        report_verification(report, result, mk, vk, load_owner_key(None, marking_key), model=model_path or remote["target"],
+                            seconds=time.perf_counter() - started)
     emit(as_json, {"model": model_path or remote["target"], **result.as_dict()}, f"{result.summary()}\nkey {vk.fingerprint[:16]}, owner {vk.owner_fingerprint[:16]}")
     sys.exit(0 if result.verified else 1)
 
@@ -188,11 +190,12 @@ def verify(model_path, marking_key, verification_key, alpha, device, output_laye
 @handle_errors
 def demo(out_dir, data_dir, train_size, epochs, force, quiet, as_json):
     """KeyGen -> train with watermark -> verify (accepted) -> verify a model without it (rejected), on Fashion-MNIST."""
-    from ..demo import run_demo
-    from ..progress import console
+    from ..experiments.demo import run_demo
+    from .progress import RichReporter, console
 
     summary = run_demo(out_dir, data_dir=data_dir, train_size=train_size, epochs=epochs, force=force,
-                       say=(lambda m: None) if quiet or as_json else console.print, progress=not quiet)
+                       say=(lambda m: None) if quiet or as_json else console.print,
+                       reporter=lambda label: RichReporter(label, enabled=not quiet))
     emit(as_json, summary, summary["text"])
     sys.exit(0 if summary["ok"] else 1)
 
@@ -209,10 +212,11 @@ def models():
 @main.command()
 def datasets():
     """List the datasets backmark can load, with their default folders."""
-    from ..data import DATASETS
+    from ..data import DATASETS, resolve_data_dir
 
     for name, info in DATASETS.items():
-        where = info.default_dir or "(needs --data-dir)"
+        found = resolve_data_dir(name)
+        where = str(found) if found is not None else ("(no files)" if name == "mnist-5k" else "(needs --data-dir or $BACKMARK_DATA)")
         click.echo(f"{name:14s} {info.description}  [{where}]")
 
 
@@ -221,8 +225,8 @@ def datasets():
 @handle_errors
 def info(path):
     """Describe (and check) a key or checkpoint file."""
-    from ..checkpoint import read_checkpoint
-    from ..keys import MK_FORMAT, VK_FORMAT, MarkingKey, VerificationKey
+    from ..core.keygen import MK_FORMAT, VK_FORMAT, MarkingKey, VerificationKey
+    from ..models.checkpoint import read_checkpoint
 
     try:
         kind = json.loads(Path(path).read_bytes()).get("format")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from . import main
-from .common import emit, handle_errors, parse_alpha
+from .app import main
+from .common import emit, handle_errors, load_owner_key, parse_alpha
 
 _KEYS = [
     click.option("--marking-key", type=click.Path(dir_okay=False), required=True, help="The secret marking key."),
@@ -24,26 +24,6 @@ def _keys(fn):
     for opt in reversed(_KEYS):
         fn = opt(fn)
     return fn
-
-
-def _owner_key(path: str | None, marking_key: str):
-    """The owner key given, or owner-key.pem next to the marking key (where keygen puts it)."""
-    from ..crypto import OwnerKey
-
-    p = Path(path) if path else Path(marking_key).with_name("owner-key.pem")
-    if not p.exists():
-        raise click.UsageError(f"no owner key at {p}; pass --owner-key (the Ed25519 key that signed the verification key)")
-    return OwnerKey.load(p)
-
-
-def write_verify_report(path, result, mk, vk, *, marking_key: str, model, seconds: float, owner_key: str | None = None,
-                        pverify: dict | None = None, force: bool = False) -> tuple[Path, Path]:
-    """Sign and write the report of a verification (used by ``verify --report`` and ``pverify --report``)."""
-    from ..report import describe_model, make_report, write_report
-
-    doc = make_report(result, mk, vk, _owner_key(owner_key, marking_key), model_info=describe_model(model),
-                      kind="pverify" if pverify else "verify", pverify=pverify, seconds=seconds)
-    return write_report(doc, path, force=force)
 
 
 @main.command()
@@ -61,10 +41,10 @@ def write_verify_report(path, result, mk, vk, *, marking_key: str, model, second
 @handle_errors
 def pverify(model_path, marking_key, verification_key, nonce, spent_log, set_index, alpha, report, owner_key, device, force, as_json):
     """One-time verification: open the set the verifier's nonce selects, then record it as spent."""
-    from ..fileio import check_writable
-    from ..keys import MarkingKey, VerificationKey
-    from ..pverify import pverify as _pverify
-    from ..report import describe_model, report_paths
+    from ..core.keygen import MarkingKey, VerificationKey
+    from ..io.files import check_writable
+    from ..protocols.pverify import pverify as _pverify
+    from ..protocols.report import describe_model, report_paths, report_verification
 
     alpha = parse_alpha(alpha)
     vk = VerificationKey.load(verification_key)
@@ -73,14 +53,14 @@ def pverify(model_path, marking_key, verification_key, nonce, spent_log, set_ind
     if report:
         for p in report_paths(report):
             check_writable(p, force=force)
-        _owner_key(owner_key, marking_key)  # fail before a set is spent, not after
+        load_owner_key(owner_key, marking_key)  # fail before a set is spent, not after
     started = time.perf_counter()
     res = _pverify(model_path, mk, vk, log, nonce=nonce.encode(), alpha=alpha, set_index=set_index, device=device,
                    model_info=describe_model(model_path))
     doc = {"model": model_path, "spent_log": log, **res.as_dict()}
     if report:
-        paths = write_verify_report(report, res.verification, mk, vk, marking_key=marking_key, model=model_path,
-                                    seconds=time.perf_counter() - started, owner_key=owner_key, pverify=res.pverify_dict(), force=force)
+        paths = report_verification(report, res.verification, mk, vk, load_owner_key(owner_key, marking_key), model=model_path,
+                                    seconds=time.perf_counter() - started, pverify=res.pverify_dict(), force=force)
         doc["report"] = [str(p) for p in paths]
     emit(as_json, doc, res.summary() + (f"\nreport: {doc['report'][0]}, {doc['report'][1]}" if report else ""))
     sys.exit(0 if res.verified else 1)
@@ -94,8 +74,8 @@ def pverify(model_path, marking_key, verification_key, nonce, spent_log, set_ind
 @handle_errors
 def spent(spent_log, verification_key, nonce, as_json):
     """Check a spent log's hash chain and list the opened sets."""
-    from ..keys import VerificationKey
-    from ..pverify import SpentLog, log_summary
+    from ..core.keygen import VerificationKey
+    from ..protocols.pverify import SpentLog, log_summary
 
     vk = VerificationKey.load(verification_key) if verification_key else None
     log = SpentLog.load(spent_log, vk)
@@ -124,20 +104,20 @@ def spent(spent_log, verification_key, nonce, as_json):
 @handle_errors
 def public_claim(marking_key, verification_key, out, owner_key, model_path, zk_commitments, alpha, grinding_bits, force, as_json):
     """Publish openings of the half of the key that the Fiat-Shamir challenge H(vk) selects."""
-    from ..fileio import check_writable
-    from ..keys import load_pair
-    from ..public import public_claim as _claim
-    from ..public import save_claim
-    from ..report import describe_model
+    from ..core.keygen import load_pair
+    from ..io.files import check_writable
+    from ..protocols.public import public_claim as _claim
+    from ..protocols.public import save_claim
+    from ..protocols.report import describe_model
 
     check_writable(out, force=force)
     mk, vk = load_pair(marking_key, verification_key)
     zk = None
     if zk_commitments:
-        from ..zk import poseidon_commitments
+        from ..protocols.zk import poseidon_commitments
 
         zk = poseidon_commitments(mk.images)
-    doc = _claim(mk, vk, _owner_key(owner_key, marking_key), target=parse_alpha(alpha), grinding_bits=grinding_bits,
+    doc = _claim(mk, vk, load_owner_key(owner_key, marking_key), target=parse_alpha(alpha), grinding_bits=grinding_bits,
                  zk_commitments=zk, model_info=describe_model(model_path) if model_path else None)
     save_claim(doc, out, force=force)
     p = doc["body"]["parameters"]
@@ -158,8 +138,8 @@ def public_claim(marking_key, verification_key, out, owner_key, model_path, zk_c
 @handle_errors
 def check_claim(claim, verification_key, model_path, zk_dirs, device, as_json):
     """Check a public claim: anyone can, with the verification key alone. Exit 0 valid and verified, 1 not."""
-    from ..keys import VerificationKey
-    from ..public import check_public_claim, load_claim
+    from ..core.keygen import VerificationKey
+    from ..protocols.public import check_public_claim, load_claim
 
     vk = VerificationKey.load(verification_key)
     chk = check_public_claim(load_claim(claim), vk, model=model_path, zk_proofs=_zk_folders(zk_dirs), device=device)
@@ -184,8 +164,8 @@ def _zk_folders(dirs) -> list[Path]:
 @handle_errors
 def check_report(report, verification_key, model_path, device, as_json):
     """Check a signed verification report (its .json or .html). Exit 0 authentic, 1 not."""
-    from ..keys import VerificationKey
-    from ..report import check_report as _check
+    from ..core.keygen import VerificationKey
+    from ..protocols.report import check_report as _check
 
     vk = VerificationKey.load(verification_key) if verification_key else None
     chk = _check(report, vk=vk, model=model_path, device=device)
@@ -216,13 +196,13 @@ def check_report(report, verification_key, model_path, device, as_json):
 @handle_errors
 def zk_prove(model_path, marking_key, verification_key, indices, claim, count, out, circuit_dir, max_params, force, as_json):
     """Prove in zero knowledge (EZKL) that the model maps committed trigger images to their labels."""
-    from ..keys import load_pair
-    from ..zk import ZK_MAX_PARAMS, prove_elements
+    from ..core.keygen import load_pair
+    from ..protocols.zk import ZK_MAX_PARAMS, prove_elements
 
     mk, vk = load_pair(marking_key, verification_key)
     idx = list(indices)
     if claim:
-        from ..public import load_claim
+        from ..protocols.public import load_claim
 
         opened = set(load_claim(claim)["body"]["challenge"]["opened"])
         idx += [i for i in range(vk.size) if i not in opened][:count]
@@ -245,8 +225,8 @@ def zk_prove(model_path, marking_key, verification_key, indices, claim, count, o
 @handle_errors
 def zk_verify(folder, verification_key, model_path, as_json):
     """Verify a folder of zero-knowledge proofs. Exit 0 when every proof verifies, 1 otherwise."""
-    from ..keys import VerificationKey
-    from ..zk import verify_proofs
+    from ..core.keygen import VerificationKey
+    from ..protocols.zk import verify_proofs
 
     vk = VerificationKey.load(verification_key) if verification_key else None
     res = verify_proofs(folder, vk=vk, model=model_path)

@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from . import main
+from .app import main
 from .common import emit, handle_errors
 
 _REMOTE = ("protocol", "batch_size", "budget", "timeout", "retries", "backoff", "rate_limit", "audit_log", "headers")
@@ -121,9 +121,9 @@ def serve(model_path, name, host, port, max_batch, device, access_log):
     import re
     from pathlib import Path
 
-    from ..serve import V2App, is_loopback
-    from ..serve import serve as _serve
     from ..targets import open_target, target_kind
+    from ..targets.serve import V2App, is_loopback
+    from ..targets.serve import serve as _serve
 
     if target_kind(model_path) == "http":
         raise click.UsageError("--model is a file to serve, not a URL")
@@ -159,7 +159,7 @@ def serve(model_path, name, host, port, max_batch, device, access_log):
 @handle_errors
 def export(model_path, onnx_path, ts_path, force, as_json):
     """Export a checkpoint to ONNX and/or TorchScript: float32 (N, C, H, W) in [0, 1] in, logits out."""
-    from ..export import export_file
+    from ..targets.export import export_file
 
     if onnx_path is None and ts_path is None:
         raise click.UsageError("give --onnx FILE and/or --torchscript FILE")

@@ -8,12 +8,13 @@
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 from typing import Any
 
 import numpy as np
+
+from ..io.hashing import sha256_hex  # noqa: F401  (re-exported: what gets signed is named by it)
 
 
 def canonical_image_bytes(image_hwc: np.ndarray) -> bytes:
@@ -34,7 +35,3 @@ def canonical_label_bytes(label: int) -> bytes:
 def canonical_json(doc: Any) -> bytes:
     """The one byte string a JSON-able value signs as."""
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

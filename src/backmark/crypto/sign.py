@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ..errors import InvalidFile, TamperedKey
-from ..fileio import atomic_write_bytes
+from ..io.files import atomic_write_bytes, read_file
 from .canonical import canonical_json
 
 PASSPHRASE_ENV = "BACKMARK_OWNER_PASSPHRASE"
@@ -40,10 +40,7 @@ class OwnerKey:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "OwnerKey":
         p = Path(path)
-        try:
-            data = p.read_bytes()
-        except OSError as e:
-            raise InvalidFile(f"{p}: cannot read the owner key ({e.strerror})") from None
+        data = read_file(p, what="owner key")
         try:
             key = serialization.load_pem_private_key(data, password=_passphrase())
         except (ValueError, TypeError) as e:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..fileio import atomic_open
+from ..io.files import atomic_open
 
 TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 

@@ -32,8 +32,7 @@ FASHION_MNIST_CLASSES = (
 )
 DIGITS = tuple(str(d) for d in range(10))
 
-# the shared data folder next to the repository: <repo>/../shared/data/cifar10-jpg
-_REPO_SHARED_CIFAR10_JPG = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "cifar10-jpg"
+DATA_ENV = "BACKMARK_DATA"  # a folder holding one sub-folder per dataset, named after it (e.g. $BACKMARK_DATA/cifar10-jpg)
 
 
 @dataclass(frozen=True)
@@ -42,8 +41,7 @@ class DatasetInfo:
 
     ``input_shape`` is (C, H, W); (0, 0, 0) and ``num_classes`` 0 mean "known
     only after loading" (the generic ``folder`` dataset). ``default_dir`` is
-    where the files are looked for when no data dir is given (None: a data dir
-    is required).
+    a system-wide location looked in last (see :func:`resolve_data_dir`).
     """
 
     name: str
@@ -68,13 +66,7 @@ DATASETS: dict[str, DatasetInfo] = {
         DatasetInfo("cifar10", (3, 32, 32), 10, None, "CIFAR-10, 50k/10k 32x32 colour (python-version pickles)"),
         DatasetInfo("cifar100", (3, 32, 32), 100, None, "CIFAR-100 fine labels, 50k/10k 32x32 colour (python-version pickles)"),
         DatasetInfo("stl10", (3, 96, 96), 10, None, "STL-10 labeled splits, 5k/8k 96x96 colour (binary format)"),
-        DatasetInfo(
-            "cifar10-jpg",
-            (3, 32, 32),
-            10,
-            str(_REPO_SHARED_CIFAR10_JPG),
-            "CIFAR-10 (JPEG q75 copy), 50k/10k 32x32 colour in class folders",
-        ),
+        DatasetInfo("cifar10-jpg", (3, 32, 32), 10, None, "CIFAR-10 (JPEG q75 copy), 50k/10k 32x32 colour in class folders"),
         DatasetInfo("folder", (0, 0, 0), 0, None, "any class-folder image dataset: DIR/train/<class>/*, DIR/test/<class>/*"),
     )
 }
@@ -93,34 +85,28 @@ def dataset_info(name: str) -> DatasetInfo:
         raise UnknownName(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}") from None
 
 
-def _cifar10_jpg_candidates() -> list[Path]:
-    """Where cifar10-jpg is looked for, in order: $BACKMARK_DATA, ./../shared/data, <repo>/../shared/data."""
-    found = []
-    env = os.environ.get("BACKMARK_DATA")
-    if env:
-        found.append(Path(env).expanduser() / "cifar10-jpg")
-    found.append(Path.cwd() / ".." / "shared" / "data" / "cifar10-jpg")
-    found.append(_REPO_SHARED_CIFAR10_JPG)
-    return found
-
-
 def resolve_data_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path | None:
-    """The folder (or file) ``load_dataset`` reads for ``name``: ``data_dir`` if given, else the default.
+    """The folder (or file) ``load_dataset`` reads for ``name``, in this order:
 
-    Returns None when the dataset needs no files (mnist-5k) or no default exists.
+    1. ``data_dir`` (``--data-dir``), if given;
+    2. ``$BACKMARK_DATA/<name>``, if the environment variable is set and that folder exists;
+    3. the dataset's system-wide default (Debian's ``/usr/share/datasets/fashion-mnist``).
+
+    Returns None when none applies (the dataset needs no files, or the caller must say where).
     """
-    info = dataset_info(name)
+    dataset_info(name)
     if data_dir is not None:
         return Path(data_dir).expanduser()
-    if name == "cifar10-jpg":
-        candidates = _cifar10_jpg_candidates()
-        return next((p for p in candidates if p.exists()), candidates[0])
+    env = os.environ.get(DATA_ENV)
+    if env and name != "mnist-5k" and (Path(env).expanduser() / name).exists():
+        return Path(env).expanduser() / name
+    info = DATASETS[name]
     return Path(info.default_dir) if info.default_dir else None
 
 
 def _require_dir(name: str, path: Path | None, what: str) -> Path:
     if path is None:
-        raise DataError(f"{name} has no default location; pass --data-dir pointing at {what}")
+        raise DataError(f"{name} has no default location; pass --data-dir pointing at {what}, or set {DATA_ENV} to a folder holding {name}/")
     if not path.exists():
         raise DataError(f"{path}: no such folder for {name}; pass --data-dir pointing at {what}")
     return path
@@ -173,8 +159,7 @@ _READERS: dict[str, Callable[[Path | None], dict]] = {
     "stl10": _reader_needing_dir("stl10", "stl10_binary/ (or its parent)", read_stl10),
     "cifar10-jpg": _reader_needing_dir(
         "cifar10-jpg",
-        "a folder with train/<class>/*.jpg and test/<class>/*.jpg (or cifar10_jpg.tar.gz); "
-        "or set BACKMARK_DATA to the folder holding cifar10-jpg/",
+        "a folder with train/<class>/*.jpg and test/<class>/*.jpg (or cifar10_jpg.tar.gz)",
         read_class_folder,
     ),
     "folder": _reader_needing_dir("folder", "a folder with train/<class>/ and test/<class>/ image folders", read_class_folder),

@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from . import Normalize, register_model
+from .normalize import Normalize
+from .registry import register_model
 
 
 class PreActBlock(nn.Module):
@@ -49,6 +50,6 @@ class PreActResNet18(nn.Module):
         return self.fc(out)
 
 
-@register_model("resnet18-cifar", "pre-activation ResNet-18 for 32x32 inputs, the paper's model (11.17M params)")
+@register_model("resnet18-cifar", "pre-activation ResNet-18 for 32x32 inputs, the paper's model (11.17M params)", input_shape=(3, 32, 32))
 def resnet18_cifar(*, num_classes, input_shape, mean, std):
     return PreActResNet18(num_classes, input_shape, mean, std)

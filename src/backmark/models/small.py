@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from . import Normalize, register_model
+from .normalize import Normalize
+from .registry import register_model
 
 
 def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
@@ -67,16 +68,16 @@ class CifarFast(_CifarConvNet):
         ]
 
 
-@register_model("fmnist-cnn", "2-conv CNN for 28x28 inputs (~0.42M params; ~91% on Fashion-MNIST in 3 epochs)")
+@register_model("fmnist-cnn", "2-conv CNN for 28x28 inputs (~0.42M params; ~91% on Fashion-MNIST in 3 epochs)", input_shape=(1, 28, 28))
 def fmnist_cnn(*, num_classes, input_shape, mean, std):
     return FMnistCNN(num_classes, input_shape, mean, std)
 
 
-@register_model("cifar-small", "5-conv net, widths 32/64/128 (~0.28M params; ~85% on CIFAR-10 in 8 epochs)")
+@register_model("cifar-small", "5-conv net, widths 32/64/128 (~0.28M params; ~85% on CIFAR-10 in 8 epochs)", input_shape=(3, 32, 32))
 def cifar_small(*, num_classes, input_shape, mean, std):
     return CifarSmall(num_classes, input_shape, mean, std)
 
 
-@register_model("cifar-fast", "4-conv net, widths 32/64/128/128, pooled early (~0.24M params): the CPU-sized CIFAR model")
+@register_model("cifar-fast", "4-conv net, widths 32/64/128/128, pooled early (~0.24M params): the CPU-sized CIFAR model", input_shape=(3, 32, 32))
 def cifar_fast(*, num_classes, input_shape, mean, std):
     return CifarFast(num_classes, input_shape, mean, std)

@@ -24,88 +24,10 @@ from __future__ import annotations
 import os
 import zipfile
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
-import torch
 from torch import nn
 
-from ..errors import IncompatibleModel, InvalidFile
-
-
-@runtime_checkable
-class Target(Protocol):
-    input_shape: tuple[int, int, int] | None
-    num_classes: int | None
-
-    def predict(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (N, C, H, W) -> int64 labels (N,)."""
-        ...
-
-
-class LocalTarget:
-    """A model run in this process: uint8 images -> float [0, 1] -> ``forward`` -> scores.
-
-    Subclasses implement ``forward(x)``: float32 (B, C, H, W) in [0, 1] -> (B, classes).
-    """
-
-    name = "model"
-    batch_size = 256
-    input_shape: tuple[int, int, int] | None = None
-    num_classes: int | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def scores(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (N, C, H, W) -> float32 scores (N, classes)."""
-        if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ValueError(f"expected uint8 images (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
-        out = []
-        for i in range(0, len(images), self.batch_size):
-            out.append(self.forward(images[i : i + self.batch_size].float() / 255).float().cpu())
-        logits = torch.cat(out)
-        if logits.dim() != 2 or len(logits) != len(images):
-            raise IncompatibleModel(f"{self.name} returns outputs of shape {tuple(logits.shape)}, expected (N, classes)")
-        if self.num_classes is None:
-            self.num_classes = logits.shape[1]  # learnt from the first answer
-        return logits
-
-    def predict(self, images: torch.Tensor) -> torch.Tensor:
-        return self.scores(images).argmax(1)
-
-
-class TorchTarget(LocalTarget):
-    """An in-process ``torch.nn.Module`` taking float images in [0, 1]."""
-
-    def __init__(self, model: nn.Module, *, device=None, batch_size: int = 256, input_shape=None, num_classes=None, name="model"):
-        self.model = model
-        self.device = device or next(model.parameters()).device
-        self.batch_size = batch_size
-        input_shape = input_shape or getattr(model, "input_shape", None)  # built-in models declare both
-        self.input_shape = tuple(input_shape) if input_shape else None
-        self.num_classes = num_classes or getattr(model, "num_classes", None)
-        self.name = name
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                return self.model(x.to(self.device))
-        except RuntimeError as e:
-            raise IncompatibleModel(
-                f"{self.name} cannot take inputs of shape {tuple(x.shape[1:])} (C, H, W): {str(e).splitlines()[0]}"
-            ) from None
-        finally:
-            self.model.train(was_training)
-
-
-def load_target(path: str | os.PathLike, *, device="cpu") -> TorchTarget:
-    """A target from a backmark model checkpoint (.safetensors)."""
-    from ..checkpoint import load_model
-
-    model, meta = load_model(path, device=device)
-    return TorchTarget(model, device=device, input_shape=meta["input_shape"], num_classes=meta["num_classes"], name=str(path))
+from .local import LocalTarget, Target, TorchTarget, load_target, read_export_metadata
 
 
 def target_kind(spec: str | os.PathLike) -> str:
@@ -170,19 +92,4 @@ def as_target(obj, *, device="cpu") -> Target:
     raise TypeError(f"cannot query a {type(obj).__name__}: pass an nn.Module, a Target, a model file or a URL")
 
 
-def read_export_metadata(raw: str | None, source: str) -> dict:
-    """The backmark metadata an export carries (empty if none); InvalidFile if malformed."""
-    import json
-
-    if not raw:
-        return {}
-    try:
-        meta = json.loads(raw)
-    except ValueError:
-        raise InvalidFile(f"{source}: malformed backmark metadata") from None
-    if not isinstance(meta, dict) or meta.get("format") != "backmark-export":
-        raise InvalidFile(f"{source}: metadata of an unknown format")
-    return meta
-
-
-__all__ = ["LocalTarget", "Target", "TorchTarget", "as_target", "load_target", "open_target", "target_kind"]
+__all__ = ["LocalTarget", "Target", "TorchTarget", "as_target", "load_target", "open_target", "read_export_metadata", "target_kind"]

@@ -13,16 +13,17 @@ Format: docs/formats.md ("Audit log").
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import __version__
 from ..crypto import canonical_json, sha256_hex
 from ..errors import InvalidFile
+from ..io.clock import format_epoch
+from ..io.files import read_file
+from ..version import __version__
 
 AUDIT_FORMAT = "backmark-audit-log"
 AUDIT_VERSION = 1
@@ -34,18 +35,13 @@ def record_hash(record: dict) -> str:
 
 
 def _timestamp(clock: Callable[[], float]) -> str:
-    return _dt.datetime.fromtimestamp(clock(), _dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return format_epoch(clock(), milliseconds=True)
 
 
 def read_audit_log(path: str | os.PathLike) -> list[dict]:
     """All records of an audit log, after checking the header and every link of the chain."""
     p = Path(path)
-    try:
-        lines = p.read_bytes().split(b"\n")
-    except FileNotFoundError:
-        raise InvalidFile(f"{p}: no such audit log") from None
-    except OSError as e:
-        raise InvalidFile(f"{p}: cannot read ({e.strerror})") from None
+    lines = read_file(p, what="audit log").split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
     records, prev = [], GENESIS

@@ -27,6 +27,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from ..errors import QueryBudgetExceeded, RemoteError
+from ..io.hashing import sha256_hex
 from .audit import AuditLog
 
 T = TypeVar("T")
@@ -250,10 +251,10 @@ class HttpClient:
     def _log(self, method, url, body, images, attempt, answer, problem, started, extra) -> None:
         if self.audit is None:
             return
-        req = {"method": method, "url": redact(url), "sha256": _sha(body or b""), "bytes": len(body or b""), "images": images}
+        req = {"method": method, "url": redact(url), "sha256": sha256_hex(body or b""), "bytes": len(body or b""), "images": images}
         resp = None
         if answer is not None:
-            resp = {"status": answer.status, "sha256": _sha(answer.body), "bytes": len(answer.body), "content_type": answer.content_type}
+            resp = {"status": answer.status, "sha256": sha256_hex(answer.body), "bytes": len(answer.body), "content_type": answer.content_type}
         rec = {"attempt": attempt, "request": req, "response": resp, "elapsed_us": int((time.monotonic() - started) * 1e6)}
         rec["outcome"] = "ok" if not problem else "error"
         if problem:
@@ -271,12 +272,6 @@ class HttpClient:
             "audit_log": self.options.audit_log,
             "audit_head": self.audit.head if self.audit else None,
         }
-
-
-def _sha(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()
 
 
 def redact(url: str) -> str:

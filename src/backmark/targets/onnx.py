@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import IncompatibleModel, InvalidFile, MissingDependency
-from . import LocalTarget, read_export_metadata
+from .local import LocalTarget, read_export_metadata
 
 METADATA_KEY = "backmark"
 _FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..errors import IncompatibleModel, InvalidFile
-from . import LocalTarget, read_export_metadata
+from .local import LocalTarget, read_export_metadata
 
 EXTRA_FILE = "backmark.json"
 

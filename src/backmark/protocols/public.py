@@ -1,0 +1,457 @@
+"""Publicly verifiable claims: cut-and-choose over a key's elements, made non-interactive with Fiat-Shamir.
+
+The owner commits to more elements than a verification needs (e.g. 4n: ``backmark keygen
+--size 100 --sets 4``). A challenge computed from the hash of the verification key picks
+exactly half of them; the owner publishes their openings (:func:`public_claim`), and anyone
+checks them (:func:`check_public_claim`): each opens its commitment, its image is the output
+of the public abstract-image generator on the revealed per-image seed, and its label is the
+one derived from the key. The other half stays secret, for zero-knowledge proofs
+(backmark.protocols.zk) or later verifications. With a model, the checker also queries it on the
+opened half: a black-box test anyone can run.
+
+    claim = public_claim(mk, vk, owner_key)
+    check = check_public_claim(claim, vk, model="suspect.safetensors")
+    check.valid, check.verified, check.problems
+
+Soundness (docs/public-verification.md): an owner who mixes f fake elements (ones any model
+would match) into N is caught unless the challenge opens none of them, probability
+C(N-f, h) / C(N, h) for h opened. :func:`claim_parameters` picks the threshold for the
+unopened half so that max over f of that times P[Bin(N-h-f, p0) >= t-f] is <= 2^-64.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import struct
+from dataclasses import dataclass, field
+from fractions import Fraction
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from ..core.keygen import MarkingKey, VerificationKey, check_pair, element_problem
+from ..core.stats import DEFAULT_ALPHA, BinomialDecision, binomial_tail, decide, log2, threshold
+from ..core.triggers import GENERATOR, generator_seed, image_seed, render_abstract
+from ..crypto import OwnerKey, canonical_json, open_signed
+from ..errors import BackmarkError, InvalidFile, InvalidKey, KeyMismatch
+from ..io.clock import utc_now
+from ..io.documents import read_json_document, write_json
+from ..io.png import png_b64, png_decode
+from ..version import __version__
+
+CLAIM_FORMAT = "backmark-public-claim"
+CLAIM_VERSION = 1
+_CHALLENGE_TAG = b"backmark/public/challenge/v1"
+PIXEL_TOLERANCE = 1  # grey levels a regenerated image may differ by (float rounding across CPUs)
+
+
+# -- the challenge (Fiat-Shamir) ----------------------------------------------------------
+
+class _HashStream:
+    """Uniform integers from SHA-256 in counter mode over a seed (rejection sampling: no bias)."""
+
+    def __init__(self, seed: bytes):
+        self.seed, self.counter, self.buf = seed, 0, b""
+
+    def below(self, bound: int) -> int:
+        limit = (1 << 64) - ((1 << 64) % bound)
+        while True:
+            if len(self.buf) < 8:
+                self.buf += hashlib.sha256(self.seed + struct.pack(">Q", self.counter)).digest()
+                self.counter += 1
+            v, self.buf = int.from_bytes(self.buf[:8], "big"), self.buf[8:]
+            if v < limit:
+                return v % bound
+
+
+def challenge(vk_fingerprint: str, total: int, *, extra: bytes = b"") -> list[int]:
+    """The floor(total / 2) element indices to open, sorted: e = H(vk [, extra commitments]).
+
+    A Fisher-Yates shuffle driven by SHA-256 of the key's fingerprint; ``extra`` binds
+    further commitments published with the claim (the zero-knowledge Poseidon commitments).
+    """
+    if total < 2:
+        raise ValueError("cut-and-choose needs at least 2 elements")
+    seed = _CHALLENGE_TAG + bytes.fromhex(vk_fingerprint) + struct.pack(">I", total) + hashlib.sha256(extra).digest()
+    rng = _HashStream(seed)
+    order = list(range(total))
+    for i in range(total - 1, 0, -1):
+        j = rng.below(i + 1)
+        order[i], order[j] = order[j], order[i]
+    return sorted(order[: total // 2])
+
+
+# -- soundness analysis ---------------------------------------------------------------------
+
+def escape_probability(total: int, opened: int, fakes: int) -> Fraction:
+    """P[a uniformly random ``opened``-subset of ``total`` misses all ``fakes`` fake elements]."""
+    if fakes > total - opened:
+        return Fraction(0)
+    return Fraction(math.comb(total - fakes, opened), math.comb(total, opened))
+
+
+@lru_cache(maxsize=256)
+def soundness_error(total: int, opened: int, t: int, p0: Fraction) -> tuple[Fraction, int]:
+    """(max over f of escape(f) * P[Bin(u - f, p0) >= t - f], the worst f), u = total - opened.
+
+    The probability that a cheating owner with f fake elements, against a model NOT marked
+    with the key, passes a test needing ``t`` matches on the unopened half: every fake
+    must escape the challenge, and the genuine unopened elements must supply the rest by
+    chance (each matches with probability p0). Exact rational arithmetic.
+    """
+    u = total - opened
+    best, worst = Fraction(0), 0
+    esc = Fraction(1)
+    for f in range(u + 1):
+        if f > 0:
+            esc = esc * (u - f + 1) / (total - f + 1)  # escape(f) from escape(f - 1)
+        if esc <= best:  # tails are <= 1: no larger f can beat the best so far
+            break
+        v = esc * binomial_tail(t - f, u - f, p0)
+        if v > best:
+            best, worst = v, f
+    return best, worst
+
+
+@dataclass(frozen=True)
+class ClaimParameters:
+    total: int
+    opened: int
+    num_classes: int
+    target: float  # false-claim probability allowed per challenge, before grinding
+    grinding_bits: int  # log2 of the key generations a cheater may try (Fiat-Shamir grinding)
+    open_threshold: int  # matches needed on the opened half (black-box test)
+    unopened_threshold: int  # matches (or zero-knowledge proofs) needed on the unopened half
+    soundness_log2: float  # log2 of soundness_error at unopened_threshold
+    worst_fakes: int
+
+    @property
+    def unopened(self) -> int:
+        return self.total - self.opened
+
+    @property
+    def bound(self) -> float:
+        return self.target / 2**self.grinding_bits
+
+    @property
+    def p0(self) -> Fraction:
+        return Fraction(1, self.num_classes)
+
+    def as_dict(self) -> dict:
+        return {
+            "total": self.total, "opened": self.opened, "unopened": self.unopened, "num_classes": self.num_classes,
+            "target": self.target, "grinding_bits": self.grinding_bits, "open_threshold": self.open_threshold,
+            "unopened_threshold": self.unopened_threshold, "soundness_log2": self.soundness_log2, "worst_fakes": self.worst_fakes,
+        }
+
+
+@lru_cache(maxsize=64)
+def claim_parameters(total: int, num_classes: int, *, target: float = DEFAULT_ALPHA, grinding_bits: int = 0) -> ClaimParameters:
+    """Thresholds for a claim over ``total`` elements with labels uniform over ``num_classes``.
+
+    The opened half is tested with the exact binomial test at target / 2^grinding_bits; the
+    unopened half gets the smallest threshold t whose soundness error (see
+    :func:`soundness_error`) is at most that. Raises BackmarkError if no t reaches it.
+    """
+    if not 0 < target < 1 or grinding_bits < 0:
+        raise ValueError("target must lie in (0, 1) and grinding_bits be >= 0")
+    opened = total // 2
+    u = total - opened
+    p0 = Fraction(1, num_classes)
+    bound = Fraction(target) / 2**grinding_bits
+    t = threshold(u, p0, float(bound))  # the f = 0 term alone needs this much
+    while t <= u:
+        err, worst = soundness_error(total, opened, t, p0)
+        if err <= bound:
+            return ClaimParameters(total, opened, num_classes, target, grinding_bits, threshold(opened, p0, float(bound)), t, log2(err), worst)
+        t += 1
+    raise BackmarkError(
+        f"{total} elements are too few for a false-claim probability of 2^{log2(bound):.0f}: "
+        f"commit to more (e.g. backmark keygen --size 100 --sets 4 or more sets)"
+    )
+
+
+# -- per-image generator seeds -------------------------------------------------------------
+
+def element_seed(mk: MarkingKey, index: int) -> bytes:
+    """The seed the abstract generator drew element ``index`` of ``mk`` from (revealed for opened elements only)."""
+    return image_seed(generator_seed(mk.master_seed), index)
+
+
+def _generator_mismatch(image: np.ndarray, seed: bytes, input_shape) -> int:
+    """How many pixels differ from the generator's output by more than the tolerance."""
+    again = render_abstract(seed, input_shape).astype(np.int16)
+    return int((np.abs(again - image.astype(np.int16)) > PIXEL_TOLERANCE).sum())
+
+
+# -- the claim -------------------------------------------------------------------------------
+
+def public_claim(
+    mk: MarkingKey,
+    vk: VerificationKey,
+    owner_key: OwnerKey,
+    *,
+    target: float = DEFAULT_ALPHA,
+    grinding_bits: int = 0,
+    zk_commitments: list[str] | None = None,
+    model_info: dict | None = None,
+    created: str | None = None,
+    check_images: bool = True,
+) -> dict:
+    """The signed document an owner publishes: openings of the challenged half of the key.
+
+    ``zk_commitments``: Poseidon commitments of all N images (backmark.protocols.zk.poseidon_commitments),
+    bound into the challenge so the opened half also checks them. ``check_images=False``
+    signs openings of images that are not the generator's output: what a cheating owner
+    publishes (the tests simulate one); checkers reject it when a fake is opened.
+    """
+    check_pair(mk, vk)
+    if owner_key.public_hex != vk.owner_public_key:
+        raise KeyMismatch("the owner key is not the one that signed this verification key")
+    if vk.label_mode != "derived":
+        raise InvalidKey("public claims need derived labels: a label the owner chose cannot be shown to be arbitrary")
+    if zk_commitments is not None and len(zk_commitments) != vk.size:
+        raise ValueError(f"give one zero-knowledge commitment per element ({vk.size})")
+    params = claim_parameters(vk.size, vk.num_classes, target=target, grinding_bits=grinding_bits)
+    zk = None if zk_commitments is None else _zk_block(zk_commitments)
+    opened = challenge(vk.fingerprint, vk.size, extra=_zk_extra(zk))
+    elements = []
+    for i in opened:
+        o = mk.opening(i)
+        seed = element_seed(mk, i)
+        if check_images and not np.array_equal(render_abstract(seed, vk.input_shape), o["image"]):
+            raise InvalidKey(
+                f"trigger image {i} is not the abstract generator's output: public claims need keys made "
+                f"with abstract triggers (backmark keygen --source abstract)"
+            )
+        elements.append({"index": i, "label": o["label"], "image_png": png_b64(o["image"]),
+                         "image_seed": seed.hex(), "image_nonce": o["image_nonce"].hex()})
+    body = {
+        "kind": "cut-and-choose",
+        "created": created or utc_now(),
+        "backmark": __version__,
+        "verification_key": vk.fingerprint,
+        "owner_public_key": vk.owner_public_key,
+        "images": {"source": "abstract", "generator": GENERATOR, "pixel_tolerance": PIXEL_TOLERANCE},
+        "parameters": params.as_dict(),
+        "challenge": {"opened": opened},
+        "zk_commitments": zk,
+        "model": model_info,
+        "elements": elements,
+    }
+    return {"format": CLAIM_FORMAT, "version": CLAIM_VERSION, "body": body, "signature": owner_key.sign(canonical_json(body)).hex()}
+
+
+def _zk_block(values: list[str]) -> dict:
+    from .zk import POSEIDON_INPUT_SCALE
+
+    return {"scheme": "ezkl-poseidon", "input_scale": POSEIDON_INPUT_SCALE, "values": list(values)}
+
+
+def _zk_extra(zk: dict | None) -> bytes:
+    return b"" if zk is None else canonical_json(zk)
+
+
+def save_claim(doc: dict, path: str | os.PathLike, *, force: bool = False) -> Path:
+    return write_json(path, doc, force=force, mode=0o644)  # meant to be published
+
+
+def load_claim(path: str | os.PathLike) -> dict:
+    doc = read_json_document(path, kind=CLAIM_FORMAT, versions=(CLAIM_VERSION,))
+    if set(doc) != {"format", "version", "body", "signature"} or not isinstance(doc["body"], dict):
+        raise InvalidFile(f"{path}: unexpected fields in the public claim")
+    return doc
+
+
+# -- checking ---------------------------------------------------------------------------------
+
+@dataclass
+class ClaimCheck:
+    parameters: ClaimParameters | None = None
+    problems: list[str] = field(default_factory=list)
+    invalid_elements: list[int] = field(default_factory=list)
+    decision: BinomialDecision | None = None  # the model on the opened half
+    zk_valid: int | None = None  # unopened elements with a valid zero-knowledge proof
+    checked: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        """The claim is well formed and every opened element is a genuine one."""
+        return not self.problems
+
+    @property
+    def verified(self) -> bool:
+        """Valid, and the model (if given) passes on the opened half, and the proofs (if given) reach the threshold."""
+        ok = self.valid
+        if self.decision is not None:
+            ok = ok and self.decision.verified
+        if self.zk_valid is not None and self.parameters is not None:
+            ok = ok and self.zk_valid >= self.parameters.unopened_threshold
+        return ok
+
+    def as_dict(self) -> dict:
+        return {
+            "valid": self.valid, "verified": self.verified, "problems": self.problems,
+            "invalid_elements": self.invalid_elements, "checked": self.checked, "notes": self.notes,
+            "parameters": None if self.parameters is None else self.parameters.as_dict(),
+            "decision": None if self.decision is None else self.decision.as_dict(),
+            "zk_valid": self.zk_valid,
+        }
+
+    def summary(self) -> str:
+        if not self.valid:
+            return f"CLAIM INVALID: {'; '.join(self.problems[:3])}" + (" ..." if len(self.problems) > 3 else "")
+        p = self.parameters
+        lines = [(f"claim valid: {p.opened} of {p.total} elements opened, all genuine; the other {p.unopened} stay secret "
+                  f"(a cheating owner passes with probability <= 2^{p.soundness_log2:.1f} per challenge)")]
+        if self.decision is not None:
+            d = self.decision
+            verdict = "OWNERSHIP VERIFIED" if d.verified else "NOT VERIFIED"
+            lines.append(f"{verdict} on the opened half: {d.matches}/{d.n} labels matched (threshold {d.threshold}); p-value 2^{d.log2_p_value:.1f}")
+        if self.zk_valid is not None:
+            lines.append(f"zero-knowledge: {self.zk_valid} valid proofs on the unopened half (threshold {p.unopened_threshold})")
+        return "\n".join(lines)
+
+
+def check_public_claim(claim: dict, vk: VerificationKey, *, model=None, zk_proofs=(), device="cpu") -> ClaimCheck:
+    """Check a claim against the public verification key; problems are collected, not raised.
+
+    Checks the owner's signature, that the opened indices are the Fiat-Shamir challenge,
+    and for every opened element: its opening, that its image is the generator's output
+    on its seed, its derived label and (if present) its Poseidon commitment. ``model``:
+    queried on the opened half (exact binomial test). ``zk_proofs``: proof folders for
+    unopened elements (backmark.protocols.zk), counted against the unopened threshold.
+    """
+    chk = ClaimCheck()
+    b, problem = open_signed(claim, what="public claim")
+    if problem:
+        chk.problems.append(problem)
+        return chk
+    try:
+        _check_claim_body(b, vk, chk)
+        if chk.valid and model is not None:
+            _check_claim_model(b, vk, model, device, chk)
+        if chk.valid and zk_proofs:
+            _check_claim_zk(b, vk, zk_proofs, chk)
+    except (KeyError, TypeError, ValueError) as e:
+        chk.problems.append(f"malformed claim ({e})")
+    return chk
+
+
+def _check_claim_body(b: dict, vk: VerificationKey, chk: ClaimCheck) -> None:
+    if b["verification_key"] != vk.fingerprint or b["owner_public_key"] != vk.owner_public_key:
+        chk.problems.append("the claim is about another verification key or signed by another owner")
+        return
+    if vk.label_mode != "derived":
+        chk.problems.append("public claims need a key with derived labels")
+        return
+    p = b["parameters"]
+    params = claim_parameters(vk.size, vk.num_classes, target=float(p["target"]), grinding_bits=int(p["grinding_bits"]))
+    chk.parameters = params
+    if params.as_dict() != p:
+        chk.problems.append("the claim's parameters do not follow from the key (recomputed here)")
+    zk = b.get("zk_commitments")
+    opened = challenge(vk.fingerprint, vk.size, extra=_zk_extra(zk))
+    if b["challenge"]["opened"] != opened or [el["index"] for el in b["elements"]] != opened:
+        chk.problems.append("the opened elements are not the ones the Fiat-Shamir challenge selects")
+        return
+    chk.checked.append("challenge")
+    poseidon = None
+    if zk is not None:
+        from .zk import POSEIDON_INPUT_SCALE, poseidon_commitment
+
+        if zk.get("scheme") != "ezkl-poseidon" or zk.get("input_scale") != POSEIDON_INPUT_SCALE or len(zk["values"]) != vk.size:
+            chk.problems.append("malformed zero-knowledge commitments")
+            return
+        poseidon = poseidon_commitment
+    for el in b["elements"]:
+        i = el["index"]
+        why = _element_problem(el, vk, poseidon, zk)
+        if why:
+            chk.invalid_elements.append(i)
+            chk.problems.append(f"element {i}: {why}")
+    if not chk.invalid_elements:
+        chk.checked.append("openings")
+
+
+def _element_problem(el: dict, vk: VerificationKey, poseidon, zk) -> str | None:
+    """Why an opened element is not a genuine one (None if it is)."""
+    i = el["index"]
+    try:
+        image = png_decode(el["image_png"], vk.input_shape)
+        nonce, seed = bytes.fromhex(el["image_nonce"]), bytes.fromhex(el["image_seed"])
+    except ValueError as e:
+        return f"malformed opening ({e})"
+    if len(seed) != 32 or len(nonce) != 32:
+        return "malformed seed or nonce"
+    problem = element_problem(vk, i, image, nonce, el["label"], None)
+    if problem:
+        return problem
+    bad = _generator_mismatch(image, seed, vk.input_shape)
+    if bad:
+        return f"not an abstract trigger: {bad} pixels differ from the generator's output for its seed"
+    if poseidon is not None and poseidon(image) != zk["values"][i]:
+        return "its Poseidon commitment does not match the image"
+    return None
+
+
+def _check_claim_model(b: dict, vk: VerificationKey, model, device, chk: ClaimCheck) -> None:
+    import torch
+
+    from ..core.verify import check_compatible
+    from ..targets import as_target
+
+    target = as_target(model, device=device)
+    check_compatible(target, vk)
+    images = np.stack([png_decode(el["image_png"], vk.input_shape) for el in b["elements"]])
+    preds = [int(p) for p in target.predict(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous())]
+    matches = sum(int(p == el["label"]) for p, el in zip(preds, b["elements"]))
+    chk.decision = decide(matches, len(preds), chk.parameters.p0, chk.parameters.bound)
+
+
+def _check_claim_zk(b: dict, vk: VerificationKey, folders, chk: ClaimCheck) -> None:
+    from .zk import verify_proofs
+
+    zk = b.get("zk_commitments")
+    if zk is None:
+        chk.problems.append("zero-knowledge proofs need a claim with Poseidon commitments (public-claim --zk-commitments)")
+        return
+    opened = set(b["challenge"]["opened"])
+    claimed_model = (b.get("model") or {}).get("sha256")
+    counted: set[int] = set()
+    for folder in folders:
+        try:
+            res = verify_proofs(folder, vk=vk)
+        except BackmarkError as e:
+            chk.notes.append(f"proofs in {folder} not counted: {e}")
+            continue
+        if claimed_model and res.model_sha256 != claimed_model:
+            chk.notes.append(f"proofs in {folder} not counted: they are about another model than the claim names")
+            continue
+        for r in res.valid:
+            i = r["index"]
+            if i in opened or r["poseidon"] != zk["values"][i]:
+                chk.notes.append(f"proof for element {i} not counted: not an unopened element with this Poseidon commitment")
+            else:
+                counted.add(i)
+        chk.notes += [f"proof for element {r['index']} rejected: {r['reason']}" for r in res.rejected]
+    chk.zk_valid = len(counted)
+
+
+__all__ = [
+    "CLAIM_FORMAT",
+    "ClaimCheck",
+    "ClaimParameters",
+    "challenge",
+    "check_public_claim",
+    "claim_parameters",
+    "escape_probability",
+    "element_seed",
+    "load_claim",
+    "public_claim",
+    "save_claim",
+    "soundness_error",
+]

@@ -1,0 +1,80 @@
+"""Training configuration: one frozen dataclass of every choice, saved into each checkpoint."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Protocol
+
+SCHEDULES = ("onecycle", "cosine", "step", "constant")
+OPTIMIZERS = ("sgd", "adam")
+PRECISIONS = ("fp32", "bf16")
+COMPILE_MODES = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every choice of a training run; saved into each checkpoint."""
+
+    epochs: int = 3
+    batch_size: int = 128  # clean images per step, summed over all ranks
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"  # per-step: 20% linear warm-up then linear decay to 0
+    step_epochs: int = 20  # schedule "step": lr x step_gamma every step_epochs
+    step_gamma: float = 0.1
+    augment: bool = False  # random crop (pad 4) + horizontal flip, in batch
+    trigger_k: int = 2  # trigger images appended to each batch when marking
+    label_smoothing: float = 0.0
+    seed: int = 0
+    channels_last: bool = True
+    precision: str = "fp32"  # "bf16": autocast convolutions and matmuls to bfloat16; weights and optimizer stay fp32
+    compile: str = "off"  # "on": torch.compile the model for training; "auto": on CUDA only (on CPU it slows small nets)
+    data_on_device: bool | None = None  # None: when it fits (see DEVICE_DATA_FRACTION); False: batches via pinned memory
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, not {self.schedule!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+        if self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be one of {COMPILE_MODES}, not {self.compile!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.trigger_k < 0:
+            raise ValueError("epochs, batch_size and lr must be positive, trigger_k >= 0")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown training options: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    def replace(self, **changes) -> TrainConfig:
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+@dataclass
+class EpochStats:
+    epoch: int  # 1-based
+    train_loss: float
+    test_acc: float
+    trigger_acc: float | None
+    seconds: float
+    lr: float
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class Reporter(Protocol):
+    """Progress hooks (the CLI draws a progress bar with them)."""
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None: ...
+    def step(self, loss: float) -> None: ...
+    def end_epoch(self, stats: EpochStats) -> None: ...

@@ -1,0 +1,269 @@
+"""Training: one short loop for NO-WM, FROMSCRATCH and PRETRAINED alike.
+
+Data lives as uint8 tensors on the training device (when it fits; otherwise in host
+memory, each batch copied through pinned memory); each step slices a random
+permutation, converts to float, augments in batch, and (when marking) appends k trigger
+images. After each epoch: test accuracy, trigger accuracy, and a checkpoint of the full
+training state, so ``resume=True`` after a crash loses at most one epoch.
+
+    cfg = TrainConfig(epochs=3)
+    history = train(model, dataset, cfg)                          # NO-WM
+    history = train(model, dataset, cfg, mixer=TriggerMixer.from_key(mk, k=cfg.trigger_k))  # marking
+
+The loop knows nothing of keys: a ``mixer`` (anything with the :class:`Mixer` interface,
+backmark's own is :class:`backmark.core.mark.TriggerMixer`) appends its images to each batch.
+Under torchrun the same call trains data-parallel (:mod:`backmark.training.distributed`). Speed
+options: ``precision="bf16"`` (autocast), ``channels_last``, ``compile`` (torch.compile,
+off by default), ``data_on_device``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import Dataset, augment, num_batches
+from . import distributed
+from .config import EpochStats, Reporter, TrainConfig
+from .state import load_state, save_state
+
+DEVICE_DATA_FRACTION = 0.25  # data_on_device=None: keep the training set on the GPU if it takes at most this much of its free memory
+
+
+class Mixer(Protocol):
+    """What the loop needs of a trigger mixer (see backmark.core.mark.TriggerMixer)."""
+
+    k: int  # images appended to each global batch
+    inputs: torch.Tensor  # (N, C, H, W) float: the trigger set as the model sees it, scored after every epoch
+    labels: torch.Tensor  # (N,)
+
+    def to(self, device) -> "Mixer": ...
+    def reseed(self, seed: int) -> None: ...
+    def mix(self, x: torch.Tensor, y: torch.Tensor, *, share: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1000, device=None) -> torch.Tensor:
+    """Predicted labels for uint8 (or [0, 1] float) images (N, C, H, W)."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i : i + batch_size].to(device, non_blocking=True)
+        xb = xb.float() / 255 if xb.dtype == torch.uint8 else xb.float()
+        out.append(model(xb).argmax(1).cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kw) -> float:
+    return (predict(model, x, **kw) == y.cpu()).float().mean().item() if len(y) else float("nan")
+
+
+def use_compile(cfg: TrainConfig, device: torch.device | str) -> bool:
+    """Whether ``cfg`` compiles the model on ``device`` ("auto": CUDA only)."""
+    return cfg.compile == "on" or (cfg.compile == "auto" and torch.device(device).type == "cuda")
+
+
+def _lr_factor(cfg: TrainConfig, step: int, total: int, steps_per_epoch: int) -> float:
+    if cfg.schedule == "onecycle":
+        warm = max(1, int(0.2 * total))
+        return (step + 1) / warm if step < warm else max(0.0, (total - step) / max(1, total - warm))
+    if cfg.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * step / total))
+    if cfg.schedule == "step":
+        return cfg.step_gamma ** ((step // steps_per_epoch) // cfg.step_epochs)
+    return 1.0
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
+
+
+def train(
+    model: nn.Module,
+    data: Dataset,
+    cfg: TrainConfig,
+    *,
+    mixer: Mixer | None = None,
+    params=None,
+    state_path: str | Path | None = None,
+    resume: bool = False,
+    device: torch.device | str | None = None,
+    reporter: Reporter | None = None,
+    stop_when: Callable[[EpochStats], bool] | None = None,
+) -> list[EpochStats]:
+    """Train ``model`` in place; returns per-epoch stats.
+
+    ``mixer`` marks the model (k trigger images appended to each batch). ``params``
+    restricts which parameters are trained (the FTLL/RTLL attacks); the others are
+    frozen while training. ``state_path``: where the full training state is saved after
+    every epoch; with ``resume=True`` an existing state there is continued.
+    ``stop_when(stats)`` ends training early. Under torchrun this runs data-parallel:
+    rank 0 alone saves the state and reports progress; the stats are global.
+    """
+    ctx = distributed.setup(device)
+    device = ctx.device
+    reporter = reporter if ctx.is_main else None
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(device=device, memory_format=fmt)
+    on_device = cfg.data_on_device if cfg.data_on_device is not None else _fits(data.train_x, device)
+    data_dev = device if on_device else torch.device("cpu")
+    train_x, train_y = data.train_x.to(data_dev), data.train_y.to(data_dev)  # uint8 images stay uint8 until a batch is drawn
+    if mixer is not None:
+        mixer = mixer.to(device)  # trigger images live where the batches are built
+    params = list(params) if params is not None else None
+    frozen = _frozen(model, params)
+    opt = make_optimizer(params if params is not None else model.parameters(), cfg)
+    steps_per_epoch = num_batches(len(train_y), cfg.batch_size, drop_last=False)
+    total_steps = cfg.epochs * steps_per_epoch
+    history: list[EpochStats] = []
+    start_epoch = 0
+    state = _resume_state(state_path, ctx) if resume else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        history = [EpochStats(**h) for h in state["history"]]
+        start_epoch = state["epoch"]
+    net = ctx.wrap(model)
+    net = torch.compile(net) if use_compile(cfg, device) else net
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else nullcontext()
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            seed = cfg.seed * 100_003 + epoch  # per-epoch seed: a resumed run replays the same order
+            if mixer is not None:
+                mixer.reseed(seed)
+            if reporter:
+                reporter.start_epoch(epoch + 1, cfg.epochs, steps_per_epoch)
+            model.train()
+            loss_sum, seen = torch.zeros((), device=device), 0
+            for i, x, y, n in _shares(train_x, train_y, mixer, cfg, ctx, seed, steps_per_epoch):
+                lr = cfg.lr * _lr_factor(cfg, epoch * steps_per_epoch + i, total_steps, steps_per_epoch)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                with autocast:
+                    summed = F.cross_entropy(net(x.contiguous(memory_format=fmt)), y, reduction="sum", label_smoothing=cfg.label_smoothing)
+                loss = summed * (ctx.world_size / n)  # DDP averages over ranks: the mean over the global batch of n
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                loss_sum += summed.detach()
+                seen += len(y)
+                if reporter:
+                    reporter.step(loss.item() if i % 20 == 0 else float("nan"))
+            ctx.sync_buffers(model)
+            total_loss, total_seen = ctx.all_sum([loss_sum.item(), seen])
+            stats = EpochStats(
+                epoch=epoch + 1,
+                train_loss=total_loss / max(total_seen, 1),
+                test_acc=_accuracy(model, data.test_x, data.test_y, ctx),
+                trigger_acc=_accuracy(model, mixer.inputs, mixer.labels, ctx) if mixer is not None else None,
+                seconds=time.perf_counter() - t0,
+                lr=lr,
+            )
+            history.append(stats)
+            if state_path is not None and ctx.is_main:
+                save_state(
+                    state_path,
+                    {
+                        "epoch": epoch + 1,
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "history": [h.as_dict() for h in history],
+                        "config": cfg.to_dict(),
+                    },
+                )
+            if reporter:
+                reporter.end_epoch(stats)
+            if stop_when is not None and stop_when(stats):
+                break
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    model.eval()
+    return history
+
+
+def _shares(train_x, train_y, mixer: Mixer | None, cfg: TrainConfig, ctx: distributed.Context, seed: int, steps: int):
+    """Yield (step, x, y, n) for one epoch: this rank's share of each global batch of n = B + k images.
+
+    ``x`` is float in [0, 1] (augmented if ``cfg.augment``), on the training device; the
+    clean images come from one permutation of the training set (the same on every rank),
+    the k triggers from ``mixer.mix`` (every rank draws the same k and appends its share).
+    """
+    device, k = ctx.device, (mixer.k if mixer is not None else 0)
+    order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed)).to(train_x.device)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed * 1009 + ctx.rank)  # augmentation: each rank its own stream
+    for i in range(steps):
+        idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]  # this step's global batch
+        if len(idx) + k < ctx.world_size:
+            continue  # a last batch too small to give every rank an image
+        mine, my_triggers = distributed.split_batch(len(idx), k, ctx.rank, ctx.world_size)
+        x = _to(train_x[idx[mine]], device).float().div_(255)  # gathered where the data lives
+        y = _to(train_y[idx[mine]], device)
+        if cfg.augment:
+            x = augment(x, generator=gen)
+        if k:
+            x, y = mixer.mix(x, y, share=my_triggers if ctx.world_size > 1 else None)
+        yield i, x, y, len(idx) + k
+
+
+def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device``; from host memory through pinned memory, so that the copy does not stall the GPU queue."""
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def _fits(x: torch.Tensor, device: torch.device) -> bool:
+    if device.type != "cuda":
+        return True  # CPU: already there; other accelerators: assume it fits
+    free, _ = torch.cuda.mem_get_info(device)
+    return x.nbytes <= DEVICE_DATA_FRACTION * free
+
+
+def _frozen(model: nn.Module, params: list | None) -> list[nn.Parameter]:
+    """Freeze the model's parameters outside ``params`` (no gradients computed or all-reduced); returns them."""
+    if params is None:
+        return []
+    chosen = {id(p) for item in params for p in (item["params"] if isinstance(item, dict) else [item])}
+    frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in chosen]
+    for p in frozen:
+        p.requires_grad_(False)
+    return frozen
+
+
+def _resume_state(state_path, ctx: distributed.Context) -> dict | None:
+    """The saved training state, read by rank 0 and sent to all ranks (None if there is none)."""
+    state = None
+    if ctx.is_main and state_path is not None and Path(state_path).exists():
+        state = load_state(state_path)
+    return ctx.broadcast(state)
+
+
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: distributed.Context) -> float:
+    """Accuracy over all of (x, y), each rank scoring every W-th image."""
+    if ctx.world_size == 1:
+        return accuracy(model, x, y, device=ctx.device)
+    share = slice(ctx.rank, None, ctx.world_size)
+    correct = (predict(model, x[share], device=ctx.device) == y[share].cpu()).sum().item()
+    correct, n = ctx.all_sum([correct, len(y[share])])
+    return correct / n if n else float("nan")
