@@ -95,6 +95,17 @@ def layer_state(layer: LayerLike) -> dict[str, torch.Tensor]:
     raise TypeError(f"an output layer is an nn.Linear, a model, a state dict or a file path, not {type(layer).__name__}")
 
 
+def head_sha256(layer: LayerLike) -> str:
+    """SHA-256 naming a head: of its weight (and bias) as safetensors bytes without metadata,
+    so a head file, its state dict and the model it came from all give the same name."""
+    from safetensors.torch import save
+
+    from ..io.hashing import sha256_hex
+
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in layer_state(layer).items()}
+    return sha256_hex(save(state))
+
+
 def replace_output_layer(model: nn.Module, new: nn.Linear) -> nn.Module:
     """Put ``new`` in place of ``model``'s output layer (in place); updates ``num_classes``."""
     old = output_layer(model)
