@@ -22,3 +22,61 @@ def test_hold_keeps_training_after_the_watermark_holds():
     # an epoch that dips below does not count towards the hold
     assert _run(watermark_held(1.0, hold=2), [1.0, 0.98, 1.0, 1.0, 1.0]) == 4
     assert _run(watermark_held(1.0, hold=1), [None, 1.0, 1.0]) == 3  # no trigger score: not held
+
+
+# -- short epochs (TrainConfig.epoch_steps): PRETRAINED can stop within one pass -----------------
+
+class StepCounter:
+    def __init__(self):
+        self.steps = []
+
+    def start_epoch(self, epoch, epochs, steps):
+        self.steps.append(0)
+
+    def step(self, loss):
+        self.steps[-1] += 1
+
+    def end_epoch(self, stats):
+        pass
+
+
+def test_short_epochs_let_pretrained_stop_within_a_pass(fmnist_2k, small_keys):
+    import torch
+
+    from backmark.core.mark import mark_pretrained
+    from backmark.experiments.workflow import new_model
+    from backmark.training import TrainConfig
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny batches: kind to a shared machine
+    try:
+        model = new_model("fmnist-cnn", fmnist_2k, seed=0)
+        counter = StepCounter()
+        cfg = TrainConfig(epochs=30, batch_size=32, lr=0.05, schedule="constant", trigger_k=30, epoch_steps=4)
+        history = mark_pretrained(model, fmnist_2k, small_keys[0], cfg, reporter=counter, device="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    one_pass = -(-len(fmnist_2k.train_y) // cfg.batch_size)  # 63 steps
+    assert history[-1].trigger_acc == 1.0 and len(history) < 30  # stopped by the rule, not the cap
+    assert counter.steps == [4] * len(history) and 4 * len(history) < one_pass
+    assert all(h.trigger_acc < 1.0 for h in history[:-1])  # checked after every short epoch
+
+
+def test_epoch_steps_options():
+    import dataclasses
+
+    import pytest
+
+    from backmark.attacks.base import CleanTraining
+    from backmark.cli.common import train_config
+    from backmark.training import TrainConfig
+
+    base = TrainConfig(epoch_steps=10)
+    opts = dict.fromkeys(["epochs", "batch_size", "lr", "optimizer", "schedule", "augment", "trigger_k", "precision", "compile_mode"])
+    assert train_config(base, {**opts, "seed": 0, "epoch_steps": None}).epoch_steps == 10  # the recipe's
+    assert train_config(base, {**opts, "seed": 0, "epoch_steps": 25}).epoch_steps == 25
+    assert train_config(base, {**opts, "seed": 0, "epoch_steps": 0}).epoch_steps is None  # one whole pass
+    with pytest.raises(ValueError, match="epoch_steps"):
+        dataclasses.replace(base, epoch_steps=-1)
+    # an attack on a PRETRAINED model trains whole passes, not the embedding's short epochs
+    assert CleanTraining().train_config(TrainConfig(epoch_steps=10, trigger_k=32), epochs=3).epoch_steps is None

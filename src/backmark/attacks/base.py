@@ -56,10 +56,12 @@ class CleanTraining(Budget):
             raise ValueError("batch_size must be positive")
 
     def train_config(self, original: TrainConfig, *, epochs: int) -> TrainConfig:
-        """The attacker's TrainConfig: the victim's recipe with this budget's choices (no triggers)."""
-        return original.replace(
+        """The attacker's TrainConfig: the victim's recipe with this budget's choices (no triggers), in whole
+        passes over the attacker's data (a PRETRAINED victim records its embedding's short epochs: not the attacker's)."""
+        cfg = original.replace(
             epochs=epochs, lr=self.lr, schedule=self.schedule, batch_size=self.batch_size, augment=self.augment, seed=self.seed,
-        ).replace(trigger_k=0)
+        )
+        return dataclasses.replace(cfg, trigger_k=0, epoch_steps=None)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,9 @@ class TrainConfig:
     precision: str = "fp32"  # "bf16": autocast convolutions and matmuls to bfloat16; weights and optimizer stay fp32
     compile: str = "off"  # "on": torch.compile the model for training; "auto": on CUDA only (on CPU it slows small nets)
     data_on_device: bool | None = None  # None: when it fits (see DEVICE_DATA_FRACTION); False: batches via pinned memory
+    # Steps per epoch; None: one pass over the training set. A shorter epoch is a fresh random part of the set,
+    # evaluated, checkpointed and offered to the stopping rule after it, so PRETRAINED can stop within a pass.
+    epoch_steps: int | None = None
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -44,6 +47,8 @@ class TrainConfig:
             raise ValueError(f"compile must be one of {COMPILE_MODES}, not {self.compile!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.trigger_k < 0:
             raise ValueError("epochs, batch_size and lr must be positive, trigger_k >= 0")
+        if self.epoch_steps is not None and self.epoch_steps < 1:
+            raise ValueError("epoch_steps must be at least 1 (or None: one pass over the training set)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

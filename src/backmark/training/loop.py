@@ -130,6 +130,8 @@ def train(
     frozen = _frozen(model, params)
     opt = make_optimizer(params if params is not None else model.parameters(), cfg)
     steps_per_epoch = num_batches(len(train_y), cfg.batch_size, drop_last=False)
+    if cfg.epoch_steps is not None:  # a short epoch: the first epoch_steps batches of the epoch's permutation
+        steps_per_epoch = min(steps_per_epoch, cfg.epoch_steps)
     total_steps = cfg.epochs * steps_per_epoch
     history: list[EpochStats] = []
     start_epoch = 0
