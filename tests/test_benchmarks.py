@@ -1,0 +1,50 @@
+"""benchmarks/run_all.py --quick: the output's shape (keys, intervals, a verdict per target), never a time."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_run_all_quick_writes_intervals_and_verdicts(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run_all.py"), "--quick", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=540, env=env, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads((tmp_path / "benchmarks.json").read_text())
+    assert set(doc) >= {"command", "environment", "seconds", "benchmarks", "verdicts"} and doc["quick"] is True
+    b = doc["benchmarks"]
+
+    def interval(d):  # a ratio with its interval around it
+        assert {"ratio", "lo", "hi", "pairs", "half_width"} <= set(d) and d["lo"] <= d["ratio"] <= d["hi"] and d["pairs"] >= 2
+
+    for row in b["embed_overhead"]:
+        interval(row["steps"]["wall"]), interval(row["steps"]["cpu"]), interval(row["whole_call_wall"])
+        assert row["verdict"] and len(row["samples"]["NO-WM"]) == len(row["samples"]["FROMSCRATCH"]) == row["rounds"]
+    for row in b["train_throughput"]:
+        assert {"backmark", "official-w0", "limit"} <= set(row["arms"])
+        for name, arm in row["arms"].items():
+            interval(arm["backmark_speedup"]), interval(arm["backmark_speedup_cpu"])
+            assert (arm["verdict"] is None) == (name == "backmark")
+    rows = b["verify_latency"]["rows"]
+    assert {r["target"] for r in rows} == {"in process (torch)", "TorchScript", "ONNX (onnxruntime)", "HTTP v2 JSON", "HTTP v2 binary"}
+    assert all(r["same"] for r in rows) and all(r["median_lo"] <= r["median_s"] <= r["median_hi"] for r in rows)
+    for r in rows:
+        if r["target"] != "in process (torch)":
+            interval(r["x_in_process"])
+    encodings = {r["target"]: (r["encoding"], r["request_bytes_per_image"]) for r in rows if "HTTP" in r["target"]}
+    assert encodings["HTTP v2 binary"][0] == "binary" and encodings["HTTP v2 JSON"][0] == "json"
+    assert encodings["HTTP v2 binary"][1] < encodings["HTTP v2 JSON"][1]
+    # a verdict per target, each naming its measurement; "unresolved" is allowed (a noisy machine), a bare ratio is not
+    targets = [(v["benchmark"], v["target"]) for v in doc["verdicts"]]
+    assert len(targets) == len(set(targets)) == 6
+    for v in doc["verdicts"]:
+        assert v["verdict"].split(":")[0].split(" ")[0] in ("meets", "misses", "inconclusive", "unresolved") and v["measured"]
+    md = (tmp_path / "benchmarks.md").read_text()
+    assert "## Targets" in md and md.count("| unresolved") + md.count("| meets") + md.count("| misses") + md.count("| inconclusive") >= 6
