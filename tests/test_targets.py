@@ -188,3 +188,13 @@ def test_retry_after_and_redaction():
     assert parse_retry_after("soon", now=0) is None and parse_retry_after(None, now=0) is None
     assert redact("https://user:pw@api.example:8443/v1/predict?key=SECRET") == "https://api.example:8443/v1/predict?..."
     assert snippet(b"<html>\n  <body>\n" + b"x" * 200) .startswith("<html> <body> xxx") and len(snippet(b"y" * 500)) == 83
+
+
+def test_loaded_checkpoints_run_channels_last_with_the_same_answers(files):
+    """load_target lays the model out channels_last (the faster layout for convs on a CPU) and feeds it alike."""
+    loaded = load_target(files / "clean.safetensors")
+    assert loaded.channels_last and not TorchTarget(create_model("fmnist-cnn", num_classes=10, input_shape=(1, 28, 28))).channels_last
+    plain = TorchTarget(load_target(files / "clean.safetensors").model.to(memory_format=torch.contiguous_format))
+    assert not plain.channels_last
+    x = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(loaded.scores(x), plain.scores(x), atol=1e-4) and torch.equal(loaded.predict(x), plain.predict(x))

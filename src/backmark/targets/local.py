@@ -63,13 +63,20 @@ class TorchTarget(LocalTarget):
         self.input_shape = tuple(input_shape) if input_shape else None
         self.num_classes = num_classes or getattr(model, "num_classes", None)
         self.name = name
+        # A model in channels_last (as backmark trains them) is fed channels_last batches: converting at the
+        # first conv instead costs more than the forward pass itself for a small CNN on a CPU.
+        self.channels_last = any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+                                 for p in model.parameters())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         was_training = self.model.training
         self.model.eval()
+        x = x.to(self.device)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         try:
             with torch.no_grad():
-                return self.model(x.to(self.device))
+                return self.model(x)
         except RuntimeError as e:
             raise IncompatibleModel(
                 f"{self.name} cannot take inputs of shape {tuple(x.shape[1:])} (C, H, W): {str(e).splitlines()[0]}"
@@ -83,6 +90,7 @@ def load_target(path: str | os.PathLike, *, device="cpu") -> TorchTarget:
     from ..models.checkpoint import load_model
 
     model, meta = load_model(path, device=device)
+    model = model.to(memory_format=torch.channels_last)  # ours to lay out: the faster layout for convolutions (0.6x the time, fmnist-cnn)
     return TorchTarget(model, device=device, input_shape=meta["input_shape"], num_classes=meta["num_classes"], name=str(path))
 
 
