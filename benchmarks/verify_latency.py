@@ -30,6 +30,7 @@ import threading
 import time
 from pathlib import Path
 
+import torch
 from _harness import Interval, Timing, cpu, environment, interleave, interval_text, median_interval, ratio_interval, verdict, wall
 
 from backmark.core.keygen import keygen
@@ -40,7 +41,7 @@ from backmark.models.checkpoint import save_model
 from backmark.targets import load_target, open_target
 from backmark.targets.client import HttpClient, RemoteOptions
 from backmark.targets.export import export_file
-from backmark.targets.http import open_remote
+from backmark.targets.http import V2Target, open_remote
 from backmark.targets.serve import BackgroundServer, V2App
 
 MODELS = {"fmnist-cnn": (1, 28, 28), "cifar-fast": (3, 32, 32), "resnet18-cifar": (3, 32, 32)}
@@ -57,6 +58,28 @@ class CountingClient(HttpClient):
     def _send(self, method, url, body, headers):
         CountingClient.sent += len(body or b"")
         return super()._send(method, url, body, headers)
+
+
+class CaptureClient(HttpClient):
+    """Keeps the body of the one request it is given, sends nothing."""
+
+    def request(self, method, url, body, parse, **kw):
+        self.body = body
+        return torch.zeros(0, dtype=torch.int64)
+
+
+def request_bytes(mk) -> dict:
+    """Bytes per image of one v2 request for the key's first 100 triggers, in each encoding the client has."""
+    images = torch.from_numpy(mk.images[:100]).permute(0, 3, 1, 2).contiguous()
+    out = {}
+    for datatype in ("FP32", "UINT8"):
+        for binary in (False, True):
+            client = CaptureClient(RemoteOptions())
+            target = V2Target("http://127.0.0.1:9/v2/models/m", client=client)
+            target.datatype, target.output_name, target.binary = datatype, "logits", binary
+            target._query(images)
+            out[f"{'binary' if binary else 'JSON'} {datatype}"] = len(client.body) / len(images)
+    return out
 
 
 def start_server(ckpt: Path) -> tuple[subprocess.Popen, str]:
@@ -191,6 +214,12 @@ def markdown(result: dict) -> str:
         lines.append(f"| {r['model']} | {r['n']} | {r['target']} | {r['rounds']} | {1000 * r['median_s']:.1f} "
                      f"[{1000 * r['median_lo']:.1f}, {1000 * r['median_hi']:.1f}] | {x} | {1000 * r['client_cpu_s']:.0f} | {srv} | {b} | "
                      f"{r['requests'] or ''} | {'yes' if r['same'] else 'NO'} |")
+    lines += ["", "Request bytes per image, batch of 100 trigger images, by encoding (raw pixels in brackets):", "",
+              "| model | " + " | ".join(next(iter(result["request_bytes_per_image"].values()))) + " |",
+              "|---|" + "---|" * len(next(iter(result["request_bytes_per_image"].values())))]
+    for m, sizes in result["request_bytes_per_image"].items():
+        raw = math.prod(MODELS[m])
+        lines.append(f"| {m} ({raw}) | " + " | ".join(f"{b:,.0f} ({b / raw:.2f}x)" for b in sizes.values()) + " |")
     lines += ["", "| model | target | measured | verdict |", "|---|---|---|---|"]
     lines += [f"| {v['model']} | {v['target']} | {v['measured']} | {v['verdict']} |" for v in result["verdicts"]]
     return "\n".join(lines)
@@ -212,7 +241,9 @@ def run(args) -> dict:
         for m in args.models:
             for n in args.n:
                 rows += latency(m, n, max(1, n // 100), Path(d), args)
-    return {"environment": environment(), "batch": BATCH, "rows": rows, "verdicts": verdicts(rows)}
+        sizes = {m: request_bytes(keygen(input_shape=MODELS[m], num_classes=10, owner_key=OwnerKey.generate(), set_size=100)[0])
+                 for m in args.models}
+    return {"environment": environment(), "batch": BATCH, "rows": rows, "verdicts": verdicts(rows), "request_bytes_per_image": sizes}
 
 
 def main() -> None:
