@@ -19,6 +19,7 @@ benchmark is meant to resolve. What makes a ratio stable is measuring its two si
     iv = ratio_interval(wall(times["FROMSCRATCH"]), wall(times["NO-WM"]))
     verdict(iv, target=1.03, resolution=0.01)               # 'meets <= 1.03' / 'misses' / 'unresolved ...'
 """
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,38 @@ import torch
 
 # Two-sided 95% Student-t quantiles t(0.975, df) for df = 1..30; beyond, the normal quantile
 # plus the first term of its expansion in 1/df (error < 0.002 for df > 30).
-_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+_T975 = [
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+]
 
 
 def t975(df: int) -> float:
@@ -116,7 +147,25 @@ def verdict(iv: Interval, *, target: float | None, resolution: float, direction:
     if target is None:
         return f"resolved to +-{100 * iv.half_width:.1f}%"
     ok, bad = (iv.hi <= target, iv.lo > target) if direction == "<=" else (iv.lo >= target, iv.hi < target)
-    return f"meets {direction} {target:g}" if ok else f"misses {direction} {target:g}" if bad else f"inconclusive: the interval straddles {target:g}"
+    return (
+        f"meets {direction} {target:g}"
+        if ok
+        else f"misses {direction} {target:g}"
+        if bad
+        else f"inconclusive: the interval straddles {target:g}"
+    )
+
+
+def verdict_both(
+    times: dict[str, list[Timing]], arm: str, baseline: str, *, target: float | None, resolution: float, direction: str = "<="
+) -> str:
+    """The verdict in wall time and in CPU time (for work done in this process only: CPU time is what a
+    busy machine disturbs least, since waiting for a core costs wall time but no CPU time)."""
+    w = verdict(
+        ratio_interval(wall(times[arm]), wall(times[baseline])), target=target, resolution=resolution, direction=direction
+    )
+    c = verdict(ratio_interval(cpu(times[arm]), cpu(times[baseline])), target=target, resolution=resolution, direction=direction)
+    return f"wall: {w}; CPU: {c}"
 
 
 def interleave(
@@ -151,8 +200,12 @@ def interleave(
         if done >= min_rounds:
             if time.perf_counter() - started > budget_s:
                 break
-            if baseline is not None and resolution is not None and all(
-                ratio_interval(wall(times[a]), wall(times[baseline])).half_width <= resolution for a in names if a != baseline
+            if (
+                baseline is not None
+                and resolution is not None
+                and all(
+                    ratio_interval(wall(times[a]), wall(times[baseline])).half_width <= resolution for a in names if a != baseline
+                )
             ):
                 break
     return times
@@ -181,13 +234,34 @@ def interval_text(d: dict, digits: int = 3) -> str:
 
 
 def environment(device: torch.device | None = None) -> dict:
-    env = {"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
-           "cpus": os.cpu_count(), "machine": platform.machine(), "load_average_at_start": list(os.getloadavg()),
-           "date": time.strftime("%Y-%m-%d %H:%M %Z")}
+    env = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "load_average_at_start": list(os.getloadavg()),
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+    }
     if device is not None and device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env
 
 
-__all__ = ["Interval", "Timing", "compare", "cpu", "environment", "interleave", "interval_text", "median_interval",
-           "ratio_interval", "sync", "t975", "timed", "verdict", "wall"]
+__all__ = [
+    "Interval",
+    "Timing",
+    "compare",
+    "cpu",
+    "environment",
+    "interleave",
+    "interval_text",
+    "median_interval",
+    "ratio_interval",
+    "sync",
+    "t975",
+    "timed",
+    "verdict",
+    "verdict_both",
+    "wall",
+]

@@ -15,6 +15,7 @@ the ratio, to within +-1%, is at most 1.03.
 
 The data, key and model helpers here are shared with ``train_throughput.py``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,7 @@ import json
 import time
 
 import torch
-from _harness import Timing, compare, environment, interleave, interval_text, ratio_interval, verdict, wall
+from _harness import Timing, compare, environment, interleave, interval_text, ratio_interval, verdict_both, wall
 
 from backmark.core.keygen import keygen
 from backmark.core.mark import TriggerMixer
@@ -33,7 +34,12 @@ from backmark.training import TrainConfig, train
 from backmark.training.recipes import recipe_for
 
 # model -> the dataset (recipe) it is benchmarked on
-DATASET_OF = {"fmnist-cnn": "fashion-mnist", "cifar-fast": "cifar10-jpg", "cifar-small": "cifar10-jpg", "resnet18-cifar": "cifar10-jpg"}
+DATASET_OF = {
+    "fmnist-cnn": "fashion-mnist",
+    "cifar-fast": "cifar10-jpg",
+    "cifar-small": "cifar10-jpg",
+    "resnet18-cifar": "cifar10-jpg",
+}
 SHAPES = {"fashion-mnist": (1, 28, 28), "cifar10-jpg": (3, 32, 32)}
 TEST_SIZE = 200  # test images scored after each call (outside the timed steps)
 STEPS = {"fmnist-cnn": 20, "cifar-fast": 6, "cifar-small": 3, "resnet18-cifar": 2}  # steps per timed unit on this CPU
@@ -49,8 +55,16 @@ def bench_data(dataset: str, n_train: int, *, synthetic: bool, seed: int = 0) ->
         x = torch.randint(0, 256, (n_train + TEST_SIZE, *shape), dtype=torch.uint8, generator=g)
         y = torch.randint(0, 10, (n_train + TEST_SIZE,), generator=g)
         c = shape[0]
-        return Dataset(f"{dataset} (synthetic)", x[:n_train], y[:n_train], x[n_train:], y[n_train:],
-                       tuple(str(i) for i in range(10)), (0.5,) * c, (0.25,) * c)
+        return Dataset(
+            f"{dataset} (synthetic)",
+            x[:n_train],
+            y[:n_train],
+            x[n_train:],
+            y[n_train:],
+            tuple(str(i) for i in range(10)),
+            (0.5,) * c,
+            (0.25,) * c,
+        )
     full = load_dataset(dataset, test_size=TEST_SIZE, seed=seed)
     return full.subset(min(n_train, len(full.train_y)), seed=seed, test_size=None)
 
@@ -117,39 +131,62 @@ def embed_overhead(model_name: str, steps: int, device: torch.device, args) -> d
         "FROMSCRATCH": steps_arm(new_model(model_name, data), data, cfg, mixer, device, calls["FROMSCRATCH"]),
     }
     started = time.perf_counter()
-    times = interleave(arms, baseline="NO-WM", resolution=RESOLUTION, min_rounds=args.min_rounds, max_rounds=args.max_rounds,
-                       budget_s=args.budget, device=device, seed=1)
+    times = interleave(
+        arms,
+        baseline="NO-WM",
+        resolution=RESOLUTION,
+        min_rounds=args.min_rounds,
+        max_rounds=args.max_rounds,
+        budget_s=args.budget,
+        device=device,
+        seed=1,
+    )
     steps_cmp = compare(times, "FROMSCRATCH", "NO-WM")
     n = len(times["NO-WM"])
     whole = {a: c[-n:] for a, c in calls.items()}  # the calls of the kept (post-warm-up) rounds
-    iv = ratio_interval(wall(times["FROMSCRATCH"]), wall(times["NO-WM"]))
     return {
-        "model": model_name, "dataset": data.name, "batch_size": b, "trigger_k": k, "steps_per_unit": steps, "rounds": n,
-        "ideal": (b + k) / b, "target": TARGET, "resolution": RESOLUTION, "seconds": time.perf_counter() - started,
-        "steps": steps_cmp, "whole_call_wall": ratio_interval(wall(whole["FROMSCRATCH"]), wall(whole["NO-WM"])).as_dict(),
-        "verdict": verdict(iv, target=TARGET, resolution=RESOLUTION),
+        "model": model_name,
+        "dataset": data.name,
+        "batch_size": b,
+        "trigger_k": k,
+        "steps_per_unit": steps,
+        "rounds": n,
+        "ideal": (b + k) / b,
+        "target": TARGET,
+        "resolution": RESOLUTION,
+        "seconds": time.perf_counter() - started,
+        "steps": steps_cmp,
+        "whole_call_wall": ratio_interval(wall(whole["FROMSCRATCH"]), wall(whole["NO-WM"])).as_dict(),
+        "verdict": verdict_both(times, "FROMSCRATCH", "NO-WM", target=TARGET, resolution=RESOLUTION),
         "samples": {a: [[t.wall, t.cpu] for t in ts] for a, ts in times.items()},
         "config": cfg.to_dict(),
     }
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| model | B | k | steps x rounds | NO-WM ms/step | FROMSCRATCH / NO-WM, wall [95%] | CPU [95%] | ideal (B+k)/B | "
-             "whole call, wall [95%] | verdict (<= 1.03 to +-1%) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | B | k | steps x rounds | NO-WM ms/step | FROMSCRATCH / NO-WM, wall [95%] | CPU [95%] | ideal (B+k)/B | "
+        "whole call, wall [95%] | verdict (<= 1.03 to +-1%) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         s = r["steps"]
         per_step = 1000 * s["median_wall_s"]["NO-WM"] / max(1, r["steps_per_unit"] - 1)
-        lines.append(f"| {r['model']} | {r['batch_size']} | {r['trigger_k']} | {r['steps_per_unit']} x {r['rounds']} | {per_step:.1f} | "
-                     f"{interval_text(s['wall'])} | {interval_text(s['cpu'])} | {r['ideal']:.3f} | {interval_text(r['whole_call_wall'])} | "
-                     f"{r['verdict']} |")
+        lines.append(
+            f"| {r['model']} | {r['batch_size']} | {r['trigger_k']} | {r['steps_per_unit']} x {r['rounds']} | {per_step:.1f} | "
+            f"{interval_text(s['wall'])} | {interval_text(s['cpu'])} | {r['ideal']:.3f} | "
+            f"{interval_text(r['whole_call_wall'])} | "
+            f"{r['verdict']} |"
+        )
     return "\n".join(lines)
 
 
 def add_common_args(p: argparse.ArgumentParser, models: list[str]) -> None:
     p.add_argument("--models", nargs="+", default=models, choices=sorted(DATASET_OF))
     p.add_argument("--steps", type=int, default=None, help="Training steps per timed unit [per model, see STEPS].")
-    p.add_argument("--min-rounds", "--rounds", dest="min_rounds", type=int, default=8, help="Rounds before stopping is considered.")
+    p.add_argument(
+        "--min-rounds", "--rounds", dest="min_rounds", type=int, default=8, help="Rounds before stopping is considered."
+    )
     p.add_argument("--max-rounds", type=int, default=200)
     p.add_argument("--budget", type=float, default=120.0, help="Seconds per model after which no new round starts.")
     p.add_argument("--device", default="cpu")

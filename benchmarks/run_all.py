@@ -14,6 +14,7 @@ Writes ``OUT/benchmarks.json`` (every sample, interval and verdict) and ``OUT/be
 then one verdict per target). A verdict is "unresolved" where the interval is wider than the resolution
 the benchmark claims: the machine was too noisy for it, and the interval says by how much.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,17 @@ QUICK = {
 
 
 def namespace(settings: dict, quick: bool, **extra) -> argparse.Namespace:
-    common = {"steps": None, "device": "cpu", "synthetic": quick, "precision": "fp32", "compile": "off", "no_channels_last": False,
-              "workers": [0], "no_overhead": True, "quick": quick}
+    common = {
+        "steps": None,
+        "device": "cpu",
+        "synthetic": quick,
+        "precision": "fp32",
+        "compile": "off",
+        "no_channels_last": False,
+        "workers": [0],
+        "no_overhead": True,
+        "quick": quick,
+    }
     return argparse.Namespace(**{**common, **settings, **extra})
 
 
@@ -49,13 +59,29 @@ def verdicts(results: dict) -> list[dict]:
     """One line per target: what was measured (with its interval) and the verdict."""
     out = []
     for r in results["embed_overhead"]:
-        out.append({"benchmark": "embed_overhead", "model": r["model"], "target": f"FROMSCRATCH / NO-WM <= {r['target']} to +-{100 * r['resolution']:g}%",
-                    "measured": interval_text(r["steps"]["wall"]), "cpu": interval_text(r["steps"]["cpu"]), "verdict": r["verdict"]})
+        out.append(
+            {
+                "benchmark": "embed_overhead",
+                "model": r["model"],
+                "target": f"FROMSCRATCH / NO-WM <= {r['target']} to +-{100 * r['resolution']:g}%",
+                "measured": interval_text(r["steps"]["wall"]),
+                "cpu": interval_text(r["steps"]["cpu"]),
+                "verdict": r["verdict"],
+            }
+        )
     for r in results["train_throughput"]:
         for name, a in r["arms"].items():
             if a["verdict"] is not None and a["goal"] is not None:
-                out.append({"benchmark": "train_throughput", "model": r["model"], "target": f"backmark / {name} >= {a['goal']} to +-{100 * r['resolution']:g}%",
-                            "measured": interval_text(a["backmark_speedup"], 2), "cpu": interval_text(a["backmark_speedup_cpu"], 2), "verdict": a["verdict"]})
+                out.append(
+                    {
+                        "benchmark": "train_throughput",
+                        "model": r["model"],
+                        "target": f"backmark / {name} >= {a['goal']} to +-{100 * r['resolution']:g}%",
+                        "measured": interval_text(a["backmark_speedup"], 2),
+                        "cpu": interval_text(a["backmark_speedup_cpu"], 2),
+                        "verdict": a["verdict"],
+                    }
+                )
     for v in results["verify_latency"]["verdicts"]:
         out.append({"benchmark": "verify_latency", **v})
     return out
@@ -67,19 +93,42 @@ def markdown(doc: dict) -> str:
         f"Command: `{doc['command']}`, {doc['seconds']:.0f} s, {env['date']}; torch {env['torch']}, {env['threads']} threads, "
         f"{env['cpus']} CPUs, load average at the start {env['load_average_at_start'][0]:.1f}.",
         "Every ratio is the geometric mean over paired rounds with its 95% interval [lo, hi] (wall time; CPU time beside it).",
-        "", "## Targets", "", "| benchmark | model | target | measured [95%] | CPU [95%] | verdict |", "|---|---|---|---|---|---|",
+        "",
+        "## Targets",
+        "",
+        "| benchmark | model | target | measured [95%] | CPU [95%] | verdict |",
+        "|---|---|---|---|---|---|",
     ]
-    parts += [f"| {v['benchmark']} | {v['model']} | {v['target']} | {v['measured']} | {v.get('cpu', '')} | {v['verdict']} |" for v in doc["verdicts"]]
+    parts += [
+        f"| {v['benchmark']} | {v['model']} | {v['target']} | {v['measured']} | {v.get('cpu', '')} | {v['verdict']} |"
+        for v in doc["verdicts"]
+    ]
     b = doc["benchmarks"]
-    parts += ["", "## Embedding overhead (training steps)", "", embed_overhead.markdown(b["embed_overhead"]),
-              "", "## Training throughput", "", train_throughput.markdown(b["train_throughput"]),
-              "", "## Verification latency", "", verify_latency.markdown(b["verify_latency"]), ""]
+    parts += [
+        "",
+        "## Embedding overhead (training steps)",
+        "",
+        embed_overhead.markdown(b["embed_overhead"]),
+        "",
+        "## Training throughput",
+        "",
+        train_throughput.markdown(b["train_throughput"]),
+        "",
+        "## Verification latency",
+        "",
+        verify_latency.markdown(b["verify_latency"]),
+        "",
+    ]
     return "\n".join(parts)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="Seconds, not minutes: synthetic data, 3 rounds, fewer models (the shape, not the numbers).")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="Seconds, not minutes: synthetic data, 3 rounds, fewer models (the shape, not the numbers).",
+    )
     ap.add_argument("--out", default="docs/results/bench", help="Folder for benchmarks.json and benchmarks.md.")
     args = ap.parse_args()
     plan = QUICK if args.quick else FULL
@@ -89,9 +138,14 @@ def main() -> None:
         "train_throughput": train_throughput.run(namespace(plan["train_throughput"], args.quick))["throughput"],
         "verify_latency": verify_latency.run(namespace(plan["verify_latency"], args.quick)),
     }
-    doc = {"command": "python benchmarks/run_all.py" + (" --quick" if args.quick else "") + f" --out {args.out}",
-           "quick": args.quick, "environment": env, "seconds": time.perf_counter() - started,
-           "benchmarks": results, "verdicts": verdicts(results)}
+    doc = {
+        "command": "python benchmarks/run_all.py" + (" --quick" if args.quick else "") + f" --out {args.out}",
+        "quick": args.quick,
+        "environment": env,
+        "seconds": time.perf_counter() - started,
+        "benchmarks": results,
+        "verdicts": verdicts(results),
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "benchmarks.json").write_text(json.dumps(doc, indent=1))

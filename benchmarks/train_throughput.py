@@ -23,6 +23,7 @@ backmark / limit >= 0.9. Then the embedding overhead (``embed_overhead.py``), un
     flock /tmp/backmark-heavy.lock python benchmarks/train_throughput.py --json out.json
     python benchmarks/train_throughput.py --device cuda --synthetic --steps 200 --workers 4 8 --json out.json   # on a GPU
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,7 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _harness import cpu, environment, interleave, interval_text, ratio_interval, verdict, wall
+from _harness import cpu, environment, interleave, interval_text, ratio_interval, verdict_both, wall
 from embed_overhead import DATASET_OF, add_common_args, bench_data, embed_overhead, new_model, speed_config, trigger_mixer
 from embed_overhead import STEPS as OVERHEAD_STEPS
 from embed_overhead import markdown as overhead_markdown
@@ -48,6 +49,7 @@ RESOLUTION = 0.03
 
 
 # -- the official code's style of pipeline -------------------------------------------
+
 
 class PerSampleImages(torch.utils.data.Dataset):
     """Like torchvision's CIFAR10: uint8 arrays in memory, a PIL image made per sample, then transforms."""
@@ -110,11 +112,14 @@ def official_epoch(model, data, mixer, steps: int, workers: int, augment: bool, 
     """One 'epoch' of ``steps`` batches in the official code's style."""
     to_tensor = ToTensorNormalize(data.mean, data.std)
     transform = Compose(RandomCropFlip(), to_tensor) if augment else to_tensor
-    loader = torch.utils.data.DataLoader(PerSampleImages(hwc(data.train_x), data.train_y.numpy(), transform),
-                                         batch_size=BATCH, shuffle=True, num_workers=workers)
+    loader = torch.utils.data.DataLoader(
+        PerSampleImages(hwc(data.train_x), data.train_y.numpy(), transform), batch_size=BATCH, shuffle=True, num_workers=workers
+    )
     # trigger images: a per-sample dataset, loaded once per epoch into device-resident batches of K
     trig = (mixer.images * 255).round().to(torch.uint8).cpu()
-    wm = torch.utils.data.DataLoader(PerSampleImages(hwc(trig), mixer.labels.cpu().numpy(), to_tensor), batch_size=K, shuffle=True)
+    wm = torch.utils.data.DataLoader(
+        PerSampleImages(hwc(trig), mixer.labels.cpu().numpy(), to_tensor), batch_size=K, shuffle=True
+    )
     wm_inputs, wm_targets = zip(*[(x.to(device), y.to(device)) for x, y in wm])
     opt = make_optimizer(model.parameters(), TrainConfig(lr=0.05))
     model.train()
@@ -137,6 +142,7 @@ def official_epoch(model, data, mixer, steps: int, workers: int, augment: bool, 
 
 
 # -- the limit: forward + backward + step on batches already on the device ---------------
+
 
 def limit_steps(model, data, steps: int, cfg: TrainConfig, device: torch.device) -> None:
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -161,6 +167,7 @@ def limit_steps(model, data, steps: int, cfg: TrainConfig, device: torch.device)
 
 # -- the comparison ---------------------------------------------------------------------
 
+
 def throughput(model_name: str, steps: int, workers: list[int], device: torch.device, args) -> dict:
     dataset = DATASET_OF[model_name]
     augment = dataset != "fashion-mnist"
@@ -169,36 +176,69 @@ def throughput(model_name: str, steps: int, workers: list[int], device: torch.de
     cfg = speed_config(TrainConfig(epochs=1, batch_size=BATCH, trigger_k=K, lr=0.05, augment=augment), args)
     arms = {"backmark": lambda: train(new_model(model_name, data), data, cfg, mixer=mixer, device=device)}
     for w in workers:
-        arms[f"official-w{w}"] = lambda w=w: official_epoch(new_model(model_name, data).to(device), data, mixer, steps, w, augment, device)
+        arms[f"official-w{w}"] = lambda w=w: official_epoch(
+            new_model(model_name, data).to(device), data, mixer, steps, w, augment, device
+        )
     arms["limit"] = lambda: limit_steps(new_model(model_name, data), data, steps, cfg, device)
     if device.type == "cuda":  # the fallback for data too big for the GPU: batches through pinned host memory
-        arms["backmark-host"] = lambda: train(new_model(model_name, data), data, cfg.replace(data_on_device=False), mixer=mixer, device=device)
-    times = interleave(arms, baseline="backmark", resolution=RESOLUTION, min_rounds=args.min_rounds, max_rounds=args.max_rounds,
-                       budget_s=args.budget, device=device, seed=2)
+        arms["backmark-host"] = lambda: train(
+            new_model(model_name, data), data, cfg.replace(data_on_device=False), mixer=mixer, device=device
+        )
+    times = interleave(
+        arms,
+        baseline="backmark",
+        resolution=RESOLUTION,
+        min_rounds=args.min_rounds,
+        max_rounds=args.max_rounds,
+        budget_s=args.budget,
+        device=device,
+        seed=2,
+    )
     images = steps * (BATCH + K)
     rows = {}
     for name, ts in times.items():
-        w_iv = ratio_interval(wall(ts), wall(times["backmark"]))  # this arm's time over backmark's = backmark's speed over this one's
+        w_iv = ratio_interval(
+            wall(ts), wall(times["backmark"])
+        )  # this arm's time over backmark's = backmark's speed over this one's
         goal = next((g for prefix, g in GOALS.items() if name.startswith(prefix)), None)
         rows[name] = {
             "images_per_s": images / statistics.median(wall(ts)),
-            "backmark_speedup": w_iv.as_dict(), "backmark_speedup_cpu": ratio_interval(cpu(ts), cpu(times["backmark"])).as_dict(),
-            "goal": goal, "verdict": None if name == "backmark" else verdict(w_iv, target=goal, resolution=RESOLUTION, direction=">="),
+            "backmark_speedup": w_iv.as_dict(),
+            "backmark_speedup_cpu": ratio_interval(cpu(ts), cpu(times["backmark"])).as_dict(),
+            "goal": goal,
+            "verdict": None
+            if name == "backmark"
+            else verdict_both(times, name, "backmark", target=goal, resolution=RESOLUTION, direction=">="),
         }
-    return {"model": model_name, "dataset": data.name, "steps": steps, "batch": BATCH, "k": K, "augment": augment,
-            "rounds": len(times["backmark"]), "arms": rows, "resolution": RESOLUTION,
-            "samples": {a: [[t.wall, t.cpu] for t in ts] for a, ts in times.items()}, "config": cfg.to_dict()}
+    return {
+        "model": model_name,
+        "dataset": data.name,
+        "steps": steps,
+        "batch": BATCH,
+        "k": K,
+        "augment": augment,
+        "rounds": len(times["backmark"]),
+        "arms": rows,
+        "resolution": RESOLUTION,
+        "samples": {a: [[t.wall, t.cpu] for t in ts] for a, ts in times.items()},
+        "config": cfg.to_dict(),
+    }
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| model | precision | pipeline | rounds | images/s | backmark / this, wall [95%] | CPU [95%] | verdict |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | precision | pipeline | rounds | images/s | backmark / this, wall [95%] | CPU [95%] | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         for name, a in r["arms"].items():
             ratio = "1" if name == "backmark" else interval_text(a["backmark_speedup"], 2)
             ratio_cpu = "1" if name == "backmark" else interval_text(a["backmark_speedup_cpu"], 2)
-            lines.append(f"| {r['model']} | {r['config']['precision']} | {name} | {r['rounds']} | {a['images_per_s']:.0f} | {ratio} | {ratio_cpu} | "
-                         f"{a['verdict'] or ''} |")
+            lines.append(
+                f"| {r['model']} | {r['config']['precision']} | {name} | {r['rounds']} | {a['images_per_s']:.0f} | "
+                f"{ratio} | {ratio_cpu} | "
+                f"{a['verdict'] or ''} |"
+            )
     return "\n".join(lines)
 
 

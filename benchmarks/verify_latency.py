@@ -15,6 +15,7 @@ give the in-process predictions, which is checked.
 
     flock /tmp/backmark-heavy.lock python benchmarks/verify_latency.py --json out.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,7 +47,11 @@ from backmark.targets.serve import BackgroundServer, V2App
 
 MODELS = {"fmnist-cnn": (1, 28, 28), "cifar-fast": (3, 32, 32), "resnet18-cifar": (3, 32, 32)}
 BATCH = 100  # images per HTTP request
-IN_PROCESS_S, HTTP_RATIO, BYTES_RATIO = 0.1, 2.0, 1.2  # targets: n=100 in process, HTTP binary / in process, request bytes / raw pixels
+IN_PROCESS_S, HTTP_RATIO, BYTES_RATIO = (
+    0.1,
+    2.0,
+    1.2,
+)  # targets: n=100 in process, HTTP binary / in process, request bytes / raw pixels
 RESOLUTION = 0.10  # ratios to in process are claimed to +-10%
 
 
@@ -83,8 +88,12 @@ def request_bytes(mk) -> dict:
 
 
 def start_server(ckpt: Path) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "backmark", "serve", "--model", str(ckpt), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "backmark", "serve", "--model", str(ckpt), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line: list[str] = []
     reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()), daemon=True)
     reader.start()
@@ -145,11 +154,20 @@ def latency(model_name: str, n: int, sets: int, work: Path, args) -> list[dict]:
         ts, onnx = open_target(work / f"{model_name}.pt"), open_target(work / f"{model_name}.onnx")
 
         def http(binary):
-            return lambda: open_remote(url, options=RemoteOptions(batch_size=BATCH, binary=binary), client=CountingClient(RemoteOptions()),
-                                       num_classes=10)
+            return lambda: open_remote(
+                url,
+                options=RemoteOptions(batch_size=BATCH, binary=binary),
+                client=CountingClient(RemoteOptions()),
+                num_classes=10,
+            )
 
-        makers = {"in process (torch)": lambda: in_process, "TorchScript": lambda: ts, "ONNX (onnxruntime)": lambda: onnx,
-                  "HTTP v2 JSON": http("off"), "HTTP v2 binary": http("auto")}
+        makers = {
+            "in process (torch)": lambda: in_process,
+            "TorchScript": lambda: ts,
+            "ONNX (onnxruntime)": lambda: onnx,
+            "HTTP v2 JSON": http("off"),
+            "HTTP v2 binary": http("auto"),
+        }
         server_s = {name: [] for name in makers}
         answers = {name: [] for name in makers}
         bytes_sent = {}
@@ -160,8 +178,16 @@ def latency(model_name: str, n: int, sets: int, work: Path, args) -> list[dict]:
             queries = result.extra.get("queries", {})
             answers[name].append((result.predictions, result.decision.p_value, queries.get("requests"), queries.get("encoding")))
         arms = {name: arm(make, mk, vk, proc, server_s[name], []) for name, make in makers.items()}
-        times = interleave(arms, baseline="in process (torch)", resolution=RESOLUTION, min_rounds=args.min_rounds,
-                           max_rounds=args.max_rounds, budget_s=args.budget, seed=3, warmup=1)
+        times = interleave(
+            arms,
+            baseline="in process (torch)",
+            resolution=RESOLUTION,
+            min_rounds=args.min_rounds,
+            max_rounds=args.max_rounds,
+            budget_s=args.budget,
+            seed=3,
+            warmup=1,
+        )
     finally:
         if proc is not None:
             stop_server(proc)
@@ -173,12 +199,24 @@ def latency(model_name: str, n: int, sets: int, work: Path, args) -> list[dict]:
     for name, t in times.items():
         med, lo, hi = median_interval(wall(t))
         preds, p_value, requests, encoding = answers[name][0]
-        row = {"model": model_name, "n": n, "sets": sets, "target": name, "rounds": len(t), "median_s": med, "median_lo": lo, "median_hi": hi,
-               "client_cpu_s": statistics.median(cpu(t)),
-               "server_cpu_s": statistics.fmean(server_s[name][-len(t):]) if "HTTP" in name and proc is not None else None,
-               "server": ("a thread of this process" if proc is None else "a separate process") if "HTTP" in name else None,
-               "same": (preds, p_value) == answers[base][0][:2], "requests": requests, "encoding": encoding,
-               "request_bytes_per_image": bytes_sent[name] / n if "HTTP" in name else None, "raw_bytes_per_image": raw}
+        row = {
+            "model": model_name,
+            "n": n,
+            "sets": sets,
+            "target": name,
+            "rounds": len(t),
+            "median_s": med,
+            "median_lo": lo,
+            "median_hi": hi,
+            "client_cpu_s": statistics.median(cpu(t)),
+            "server_cpu_s": statistics.fmean(server_s[name][-len(t) :]) if "HTTP" in name and proc is not None else None,
+            "server": ("a thread of this process" if proc is None else "a separate process") if "HTTP" in name else None,
+            "same": (preds, p_value) == answers[base][0][:2],
+            "requests": requests,
+            "encoding": encoding,
+            "request_bytes_per_image": bytes_sent[name] / n if "HTTP" in name else None,
+            "raw_bytes_per_image": raw,
+        }
         if name != base:
             row["x_in_process"] = ratio_interval(wall(t), wall(times[base])).as_dict()
         rows.append(row)
@@ -190,33 +228,66 @@ def verdicts(rows: list[dict]) -> list[dict]:
     out = []
     for r in rows:
         if r["target"] == "in process (torch)" and r["n"] == 100:
-            ok = "meets" if r["median_hi"] <= IN_PROCESS_S else "misses" if r["median_lo"] > IN_PROCESS_S else "inconclusive: the interval straddles"
-            out.append({"model": r["model"], "target": f"verify n=100 in process <= {IN_PROCESS_S} s",
-                        "measured": f"median {r['median_s']:.3f} s [{r['median_lo']:.3f}, {r['median_hi']:.3f}]", "verdict": f"{ok} <= {IN_PROCESS_S}"})
+            ok = (
+                "meets"
+                if r["median_hi"] <= IN_PROCESS_S
+                else "misses"
+                if r["median_lo"] > IN_PROCESS_S
+                else "inconclusive: the interval straddles"
+            )
+            out.append(
+                {
+                    "model": r["model"],
+                    "target": f"verify n=100 in process <= {IN_PROCESS_S} s",
+                    "measured": f"median {r['median_s']:.3f} s [{r['median_lo']:.3f}, {r['median_hi']:.3f}]",
+                    "verdict": f"{ok} <= {IN_PROCESS_S}",
+                }
+            )
         if r["target"] == "HTTP v2 binary":
             iv = r["x_in_process"]
             v = verdict(Interval(iv["ratio"], iv["lo"], iv["hi"], iv["pairs"]), target=HTTP_RATIO, resolution=RESOLUTION)
-            out.append({"model": r["model"], "target": f"n={r['n']}: HTTP v2 binary / in process <= {HTTP_RATIO}", "measured": interval_text(iv, 2), "verdict": v})
+            out.append(
+                {
+                    "model": r["model"],
+                    "target": f"n={r['n']}: HTTP v2 binary / in process <= {HTTP_RATIO}",
+                    "measured": interval_text(iv, 2),
+                    "verdict": v,
+                }
+            )
             ratio = r["request_bytes_per_image"] / r["raw_bytes_per_image"]
-            out.append({"model": r["model"], "target": f"n={r['n']}: request bytes per image <= {BYTES_RATIO} x raw pixels",
-                        "measured": f"{r['request_bytes_per_image']:.0f} bytes = {ratio:.3f} x {r['raw_bytes_per_image']}",
-                        "verdict": f"{'meets' if ratio <= BYTES_RATIO else 'misses'} <= {BYTES_RATIO} (exact count)"})
+            out.append(
+                {
+                    "model": r["model"],
+                    "target": f"n={r['n']}: request bytes per image <= {BYTES_RATIO} x raw pixels",
+                    "measured": f"{r['request_bytes_per_image']:.0f} bytes = {ratio:.3f} x {r['raw_bytes_per_image']}",
+                    "verdict": f"{'meets' if ratio <= BYTES_RATIO else 'misses'} <= {BYTES_RATIO} (exact count)",
+                }
+            )
     return out
 
 
 def markdown(result: dict) -> str:
-    lines = ["| model | n | target | rounds | median ms [95%] | x in process, wall [95%] | client CPU ms | server CPU ms | "
-             "request bytes / image (raw) | requests | same result |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | n | target | rounds | median ms [95%] | x in process, wall [95%] | client CPU ms | server CPU ms | "
+        "request bytes / image (raw) | requests | same result |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["rows"]:
         x = interval_text(r["x_in_process"], 2) if "x_in_process" in r else "1"
         srv = f"{1000 * r['server_cpu_s']:.0f}" if r["server_cpu_s"] is not None else ""
         b = f"{r['request_bytes_per_image']:.0f} ({r['raw_bytes_per_image']})" if r["request_bytes_per_image"] else ""
-        lines.append(f"| {r['model']} | {r['n']} | {r['target']} | {r['rounds']} | {1000 * r['median_s']:.1f} "
-                     f"[{1000 * r['median_lo']:.1f}, {1000 * r['median_hi']:.1f}] | {x} | {1000 * r['client_cpu_s']:.0f} | {srv} | {b} | "
-                     f"{r['requests'] or ''} | {'yes' if r['same'] else 'NO'} |")
-    lines += ["", "Request bytes per image, batch of 100 trigger images, by encoding (raw pixels in brackets):", "",
-              "| model | " + " | ".join(next(iter(result["request_bytes_per_image"].values()))) + " |",
-              "|---|" + "---|" * len(next(iter(result["request_bytes_per_image"].values())))]
+        lines.append(
+            f"| {r['model']} | {r['n']} | {r['target']} | {r['rounds']} | {1000 * r['median_s']:.1f} "
+            f"[{1000 * r['median_lo']:.1f}, {1000 * r['median_hi']:.1f}] | {x} | {1000 * r['client_cpu_s']:.0f} | {srv} | {b} | "
+            f"{r['requests'] or ''} | {'yes' if r['same'] else 'NO'} |"
+        )
+    lines += [
+        "",
+        "Request bytes per image, batch of 100 trigger images, by encoding (raw pixels in brackets):",
+        "",
+        "| model | " + " | ".join(next(iter(result["request_bytes_per_image"].values()))) + " |",
+        "|---|" + "---|" * len(next(iter(result["request_bytes_per_image"].values()))),
+    ]
     for m, sizes in result["request_bytes_per_image"].items():
         raw = math.prod(MODELS[m])
         lines.append(f"| {m} ({raw}) | " + " | ".join(f"{b:,.0f} ({b / raw:.2f}x)" for b in sizes.values()) + " |")
@@ -241,9 +312,17 @@ def run(args) -> dict:
         for m in args.models:
             for n in args.n:
                 rows += latency(m, n, max(1, n // 100), Path(d), args)
-        sizes = {m: request_bytes(keygen(input_shape=MODELS[m], num_classes=10, owner_key=OwnerKey.generate(), set_size=100)[0])
-                 for m in args.models}
-    return {"environment": environment(), "batch": BATCH, "rows": rows, "verdicts": verdicts(rows), "request_bytes_per_image": sizes}
+        sizes = {
+            m: request_bytes(keygen(input_shape=MODELS[m], num_classes=10, owner_key=OwnerKey.generate(), set_size=100)[0])
+            for m in args.models
+        }
+    return {
+        "environment": environment(),
+        "batch": BATCH,
+        "rows": rows,
+        "verdicts": verdicts(rows),
+        "request_bytes_per_image": sizes,
+    }
 
 
 def main() -> None:

@@ -72,7 +72,8 @@ def world(small_keys, tmp_path_factory):
     meta = {"model": "fmnist-cnn", "num_classes": 10, "input_shape": [1, 28, 28], "mean": [0.5], "std": [0.5]}
     save_model(d / "wm.safetensors", models["wm"], meta)
     # the marked model declares UINT8 pixels (serve's default), the clean one FP32 floats in [0, 1]
-    apps = {name: V2App(TorchTarget(m), name=name, input_datatype="UINT8" if name == "wm" else "FP32") for name, m in models.items()}
+    apps = {name: V2App(TorchTarget(m), name=name, input_datatype="UINT8" if name == "wm" else "FP32")
+            for name, m in models.items()}
     with BackgroundServer(apps["wm"]) as wm_srv, BackgroundServer(apps["clean"]) as clean_srv:
         yield {
             "mk": mk, "vk": vk, "dir": d, "models": models, "labels": labels,
@@ -466,7 +467,7 @@ def test_metadata_disagreeing_with_the_key_is_refused(world):
         target = open_target(srv.url + "/v2/models/m")
         with pytest.raises(IncompatibleModel, match="7 classes"):
             verify(target, world["mk"], world["vk"])
-        assert target.client.requests == 2 and target.client.images_sent == 0  # model and server metadata only: nothing was queried
+        assert target.client.requests == 2 and target.client.images_sent == 0  # model and server metadata only
 
 
 @pytest.mark.parametrize("fault", ["500", "html", "malformed", "wrong-classes"])

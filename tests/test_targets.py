@@ -193,7 +193,8 @@ def test_retry_after_and_redaction():
 def test_loaded_checkpoints_run_channels_last_with_the_same_answers(files):
     """load_target lays the model out channels_last (the faster layout for convs on a CPU) and feeds it alike."""
     loaded = load_target(files / "clean.safetensors")
-    assert loaded.channels_last and not TorchTarget(create_model("fmnist-cnn", num_classes=10, input_shape=(1, 28, 28))).channels_last
+    assert loaded.channels_last
+    assert not TorchTarget(create_model("fmnist-cnn", num_classes=10, input_shape=(1, 28, 28))).channels_last
     plain = TorchTarget(load_target(files / "clean.safetensors").model.to(memory_format=torch.contiguous_format))
     assert not plain.channels_last
     x = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))

@@ -1,5 +1,6 @@
 """The v2 binary tensor data extension: byte layout (against tritonclient's recorded bodies), round
 trips, malformed bodies, and a real uvicorn server on 127.0.0.1 answering binary and JSON alike."""
+
 import json
 import struct
 
@@ -22,13 +23,24 @@ X8 = np.arange(8, dtype=np.uint8).reshape(2, 1, 2, 2)
 # Bodies tritonclient 2.73.0 generates (InferInput.set_data_from_numpy(x, binary_data=True) and
 # InferenceServerClient.generate_request_body(..., request_id="r7")) for X8, recorded once.
 TRITONCLIENT = {
-    "uint8": (176, b'{"id":"r7","inputs":[{"name":"input","shape":[2,1,2,2],"datatype":"UINT8","parameters":{"binary_data_size":8}}],'
-                   b'"outputs":[{"name":"logits","parameters":{"binary_data":true}}]}', "0001020304050607"),
-    "fp32": (228, b'{"id":"r7","inputs":[{"name":"input","shape":[2,1,2,2],"datatype":"FP32","parameters":{"binary_data_size":32}}],'
-                  b'"outputs":[{"name":"logits","parameters":{"binary_data":true}},{"name":"labels","parameters":{"binary_data":true}}]}',
-             "000000008180803b8180003cc1c0403c8180803ca1a0a03cc1c0c03ce1e0e03c"),
-    "no-outputs": (153, b'{"id":"r7","inputs":[{"name":"input","shape":[2,1,2,2],"datatype":"UINT8","parameters":{"binary_data_size":8}}],'
-                        b'"parameters":{"binary_data_output":true}}', "0001020304050607"),
+    "uint8": (
+        176,
+        b'{"id":"r7","inputs":[{"name":"input","shape":[2,1,2,2],"datatype":"UINT8","parameters":{"binary_data_size":8}}],'
+        b'"outputs":[{"name":"logits","parameters":{"binary_data":true}}]}',
+        "0001020304050607",
+    ),
+    "fp32": (
+        228,
+        b'{"id":"r7","inputs":[{"name":"input","shape":[2,1,2,2],"datatype":"FP32","parameters":{"binary_data_size":32}}],'
+        b'"outputs":[{"name":"logits","parameters":{"binary_data":true}},{"name":"labels","parameters":{"binary_data":true}}]}',
+        "000000008180803b8180003cc1c0403c8180803ca1a0a03cc1c0c03ce1e0e03c",
+    ),
+    "no-outputs": (
+        153,
+        b'{"id":"r7","inputs":[{"name":"input","shape":[2,1,2,2],"datatype":"UINT8","parameters":{"binary_data_size":8}}],'
+        b'"parameters":{"binary_data_output":true}}',
+        "0001020304050607",
+    ),
 }
 
 
@@ -62,7 +74,9 @@ def test_round_trips_of_every_kind():
     assert vb.requested_outputs(doc, ["x"]) == [("x", True)]  # no outputs named: all of them, as binary
     logits = RNG.standard_normal((5, 10)).astype(np.float32)
     labels = logits.argmax(1).astype(np.int64)
-    body, headers = vb.encode_response([("logits", logits, "FP32"), ("labels", labels, "INT64")], {"logits"}, model_name="m", request_id="r")
+    body, headers = vb.encode_response(
+        [("logits", logits, "FP32"), ("labels", labels, "INT64")], {"logits"}, model_name="m", request_id="r"
+    )
     n = int(headers[vb.HEADER_LENGTH])
     doc = json.loads(body[:n])
     assert doc["outputs"][0]["parameters"] == {"binary_data_size": 200} and doc["outputs"][1]["data"] == labels.tolist()
@@ -126,6 +140,7 @@ def test_uint8_requests_cost_their_pixels():
 
 # -- a real server --------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def server():
     with torch.random.fork_rng():
@@ -137,7 +152,9 @@ def server():
 
 def post(url, body, headers=None):
     client = HttpClient(RemoteOptions(retries=0, timeout=10))
-    return client.request("POST", url + "/v2/models/m/infer", body, lambda a: a, headers=headers, content_type="application/octet-stream")
+    return client.request(
+        "POST", url + "/v2/models/m/infer", body, lambda a: a, headers=headers, content_type="application/octet-stream"
+    )
 
 
 def test_binary_and_json_requests_get_the_same_answer(server):
@@ -151,8 +168,13 @@ def test_binary_and_json_requests_get_the_same_answer(server):
     for x_in, dt in [(x, "UINT8"), (x.astype(np.float32) / np.float32(255), "FP32")]:
         for binary_in in (True, False):
             for binary_out in (True, False):
-                body, headers = vb.encode_request([("input", x_in, dt)], ["logits", "labels"], binary_inputs=binary_in,
-                                                  binary_outputs=binary_out, request_id="q")
+                body, headers = vb.encode_request(
+                    [("input", x_in, dt)],
+                    ["logits", "labels"],
+                    binary_inputs=binary_in,
+                    binary_outputs=binary_out,
+                    request_id="q",
+                )
                 answer = post(url, body, {k: v for k, v in headers.items() if k != "Content-Type"})
                 assert (vb.HEADER_LENGTH.lower() in answer.headers) == binary_out
                 assert answer.content_type == (vb.OCTET_STREAM if binary_out else "application/json")

@@ -93,7 +93,8 @@ def open_cli_target(model_path, *, vk, device, target, **o):
         return open_target(target, device=device)
     try:
         remote = RemoteOptions(
-            **{k: o[k] for k in ("batch_size", "budget", "timeout", "retries", "backoff", "rate_limit", "audit_log", "binary") if o[k] is not None},
+            **{k: o[k] for k in ("batch_size", "budget", "timeout", "retries", "backoff", "rate_limit", "audit_log", "binary")
+               if o[k] is not None},
             headers=_headers(o["headers"]),
         )
         endpoint = None

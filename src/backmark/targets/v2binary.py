@@ -21,6 +21,7 @@ cast silently: an array whose dtype is not the datatype's is refused (ValueError
     body, headers = encode_request([("input", pixels, "UINT8")], ["logits"], request_id="r1")
     outputs = decode_response(answer_body, answer_headers)      # {"logits": float32 (N, K)}
 """
+
 from __future__ import annotations
 
 import json
@@ -35,9 +36,18 @@ EXTENSION = "binary_tensor_data"
 OCTET_STREAM = "application/octet-stream"
 BYTES = "BYTES"
 DTYPES: dict[str, np.dtype] = {  # v2 datatype -> little-endian numpy dtype
-    "BOOL": np.dtype("?"), "UINT8": np.dtype("u1"), "UINT16": np.dtype("<u2"), "UINT32": np.dtype("<u4"),
-    "UINT64": np.dtype("<u8"), "INT8": np.dtype("i1"), "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"), "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
+    "BOOL": np.dtype("?"),
+    "UINT8": np.dtype("u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
     "BF16": np.dtype("<u2"),  # numpy has no bfloat16: BF16 tensors are uint16 arrays of its bit patterns
 }
 BINARY_ONLY = ("BF16",)  # JSON has no BF16 numbers (Triton refuses them): binary data only
@@ -50,6 +60,7 @@ class ProtocolError(ValueError):
 
 
 # -- one tensor <-> bytes -----------------------------------------------------------------
+
 
 def dtype_of(array: np.ndarray, datatype: str) -> np.dtype:
     """The little-endian dtype of ``datatype``; ValueError unless ``array`` already holds that type."""
@@ -122,9 +133,10 @@ def tensor_from_json(data, datatype: str, shape: Sequence[int], what: str) -> np
 
 # -- bodies -------------------------------------------------------------------------------
 
+
 def header_value(headers, name: str) -> str | None:
     """A header from a mapping or from (name, value) pairs (ASGI: lower-case bytes), case-insensitively."""
-    for key, value in (headers.items() if isinstance(headers, Mapping) else headers or ()):
+    for key, value in headers.items() if isinstance(headers, Mapping) else headers or ():
         key = key.decode("latin-1") if isinstance(key, bytes) else key
         if key.lower() == name.lower():
             return value.decode("latin-1") if isinstance(value, bytes) else value
@@ -225,8 +237,15 @@ def _assemble(doc: dict, blobs: list[bytes]) -> tuple[bytes, dict[str, str]]:
 
 # -- client side --------------------------------------------------------------------------
 
-def encode_request(inputs: Sequence[Tensor], outputs: Sequence[str] = (), *, binary_outputs: bool = True,
-                   binary_inputs: bool = True, request_id: str | None = None) -> tuple[bytes, dict[str, str]]:
+
+def encode_request(
+    inputs: Sequence[Tensor],
+    outputs: Sequence[str] = (),
+    *,
+    binary_outputs: bool = True,
+    binary_inputs: bool = True,
+    request_id: str | None = None,
+) -> tuple[bytes, dict[str, str]]:
     """Body and headers of ``POST .../infer``; no ``outputs`` named asks for all (as binary if ``binary_outputs``)."""
     blobs: list[bytes] = []
     doc: dict = {} if request_id is None else {"id": str(request_id)}  # tritonclient's key order
@@ -257,6 +276,7 @@ def supports_binary(server_metadata) -> bool:
 
 # -- server side --------------------------------------------------------------------------
 
+
 def requested_outputs(doc: Mapping, default: Sequence[str]) -> list[tuple[str, bool]]:
     """(name, binary) of each output the request asks for (``default`` if it names none)."""
     params = doc.get("parameters") or {}
@@ -275,8 +295,14 @@ def requested_outputs(doc: Mapping, default: Sequence[str]) -> list[tuple[str, b
     return out
 
 
-def encode_response(outputs: Sequence[Tensor], binary: Iterable[str] = (), *, model_name: str | None = None,
-                    model_version: str | None = None, request_id: str | None = None) -> tuple[bytes, dict[str, str]]:
+def encode_response(
+    outputs: Sequence[Tensor],
+    binary: Iterable[str] = (),
+    *,
+    model_name: str | None = None,
+    model_version: str | None = None,
+    request_id: str | None = None,
+) -> tuple[bytes, dict[str, str]]:
     """Body and headers of an infer answer; the outputs named in ``binary`` go as binary data."""
     wanted, blobs = frozenset(binary), []
     doc: dict = {}
@@ -288,7 +314,25 @@ def encode_response(outputs: Sequence[Tensor], binary: Iterable[str] = (), *, mo
 
 
 __all__ = [
-    "BINARY_ONLY", "BYTES", "DTYPES", "EXTENSION", "HEADER_LENGTH", "OCTET_STREAM", "ProtocolError", "decode_response", "dtype_of",
-    "encode_request", "encode_response", "entry_fields", "header_length", "header_value", "read_tensors",
-    "requested_outputs", "split_body", "supports_binary", "tensor_from_bytes", "tensor_from_json", "tensor_to_bytes",
+    "BINARY_ONLY",
+    "BYTES",
+    "DTYPES",
+    "EXTENSION",
+    "HEADER_LENGTH",
+    "OCTET_STREAM",
+    "ProtocolError",
+    "decode_response",
+    "dtype_of",
+    "encode_request",
+    "encode_response",
+    "entry_fields",
+    "header_length",
+    "header_value",
+    "read_tensors",
+    "requested_outputs",
+    "split_body",
+    "supports_binary",
+    "tensor_from_bytes",
+    "tensor_from_json",
+    "tensor_to_bytes",
 ]

@@ -7,6 +7,7 @@ A weight layer is a convolution or a linear layer; "the last N" also takes every
 comes after the first of them in the model's module order (the BatchNorm after a conv), so a
 block is trained whole. Unknown specs, and N larger than the model's weight layers, are refused.
 """
+
 from __future__ import annotations
 
 import re

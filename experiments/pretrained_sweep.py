@@ -1,0 +1,345 @@
+"""PRETRAINED at the least cost: the compute to embed a key into a TRAINED model until every trigger
+is learnt, against the test accuracy it costs, over a grid of recipes (k, lr, trained layers, hold).
+
+    flock /tmp/backmark-heavy.lock python experiments/pretrained_sweep.py --dataset fashion-mnist \
+        --work runs/sweep-fmnist --json docs/results/pretrained-sweep-fmnist.json
+    flock /tmp/backmark-heavy.lock python experiments/pretrained_sweep.py --dataset cifar10-jpg --model cifar-fast \
+        --train-size 20000 --work runs/sweep-cifar --json docs/results/pretrained-sweep-cifar10.json
+
+1. The ORIGINAL training: the dataset's recipe (``recipe_for(dataset).train``), NO-WM, cached in
+   ``--work``. Its compute is epochs x training images; "one epoch" below is one pass over them.
+2. One key of 100 abstract triggers (derived labels), cached in ``--work``.
+3. Each recipe embeds the key with ``mark_pretrained`` (the code ``backmark embed`` runs) in short
+   epochs of ``--epoch-steps`` steps, each followed by the trigger check that the stopping rule needs;
+   it runs until the watermark has held ``max(--holds) + 1`` checks (or the ``--cap`` epochs of compute
+   are spent). The model is snapshotted at each check the trigger accuracy is 100%; the snapshot where
+   hold h would have stopped is scored on the FULL test set. Compute = optimizer steps x (B + k)
+   images, forward and backward; the trigger checks (100 images, forward only) are counted apart.
+4. The cheapest recipes that meet the cost limit are rerun with ``--seeds`` more seeds (data order and
+   trigger cycle), and their median decides the winner.
+
+The loop's own per-epoch test score uses ``--check-test`` test images (monitoring only: the numbers
+reported are the full test set's, scored on the snapshots).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from backmark.core.keygen import MarkingKey, VerificationKey, keygen, open_elements
+from backmark.core.mark import mark_pretrained
+from backmark.crypto import OwnerKey
+from backmark.data import load_dataset
+from backmark.experiments.workflow import data_meta, new_model
+from backmark.models.checkpoint import load_model, save_model
+from backmark.training import accuracy, train
+from backmark.training.layers import trainable_parameters
+from backmark.training.recipes import recipe_for
+
+GRIDS = {  # (k, lr, layers) per dataset; layers: "all" or "last:N" (the last N weight layers and the norms after them)
+    "fashion-mnist": {"k": [32, 64, 128], "lr": [0.01, 0.03, 0.1], "layers": ["all", "last:2"]},
+    "cifar10-jpg": {"k": [16, 64, 128], "lr": [0.01, 0.03, 0.1], "layers": ["all", "last:2"]},
+}
+BASELINE = {
+    "fashion-mnist": {"k": 2, "lr": 0.01, "layers": "all"},
+    "cifar10-jpg": {"k": 4, "lr": 0.01, "layers": "all"},
+}  # the old default
+
+
+class Snapshots:
+    """A reporter that keeps the model's weights after every epoch whose trigger accuracy is 100%."""
+
+    def __init__(self, model: nn.Module):
+        self.model, self.kept, self.epochs = model, [], []
+
+    def start_epoch(self, epoch, epochs, steps):
+        pass
+
+    def step(self, loss):
+        pass
+
+    def end_epoch(self, stats):
+        self.epochs.append(stats)
+        if stats.trigger_acc is not None and stats.trigger_acc >= 1.0:
+            self.kept.append((stats.epoch, copy.deepcopy(self.model.state_dict())))
+
+
+def original_model(args, data) -> tuple[nn.Module, dict]:
+    path = Path(args.work) / "original.safetensors"
+    if path.exists():
+        model, meta = load_model(path)
+        return model, meta["sweep"]
+    cfg = recipe_for(args.dataset).train
+    model = new_model(args.model, data, cfg.seed)
+    t0 = time.perf_counter()
+    history = train(model, data, cfg, device="cpu")
+    info = {
+        "config": cfg.to_dict(),
+        "epochs": cfg.epochs,
+        "train_images": len(data.train_y),
+        "steps": cfg.epochs * -(-len(data.train_y) // cfg.batch_size),
+        "images": cfg.epochs * len(data.train_y),
+        "seconds": time.perf_counter() - t0,
+        "monitor_test_acc": history[-1].test_acc,
+    }
+    save_model(path, model, {**data_meta(data), "model": args.model, "sweep": info})
+    return model.eval(), info
+
+
+def the_key(args, data) -> tuple[MarkingKey, list[int]]:
+    mk_path, vk_path = Path(args.work) / "marking-key.json", Path(args.work) / "verification-key.json"
+    if not mk_path.exists():
+        mk, vk = keygen(input_shape=data.input_shape, num_classes=data.num_classes, owner_key=OwnerKey.generate(), set_size=100)
+        mk.save(mk_path)
+        vk.save(vk_path)
+    mk, vk = MarkingKey.load(mk_path), VerificationKey.load(vk_path)
+    return mk, open_elements(mk, vk)
+
+
+def hold_stop(epochs: list, hold: int) -> int | None:
+    """The epoch at which ``--hold hold`` stops (the (hold+1)-th epoch at 100%), None if never."""
+    full = [s.epoch for s in epochs if s.trigger_acc is not None and s.trigger_acc >= 1.0]
+    return full[hold] if len(full) > hold else None
+
+
+def embed_run(base: nn.Module, data, full_test, mk, recipe: dict, seed: int, args, original: dict) -> dict:
+    b = recipe_for(args.dataset).embed.batch_size
+    cap_steps = int(args.cap * original["train_images"] / b)
+    epochs = max(1, cap_steps // args.epoch_steps)
+    cfg = recipe_for(args.dataset).embed.replace(
+        trigger_k=recipe["k"], lr=recipe["lr"], epoch_steps=args.epoch_steps, epochs=epochs, seed=seed, schedule="constant"
+    )
+    model = copy.deepcopy(base)
+    snaps = Snapshots(model)
+    params = trainable_parameters(model, recipe["layers"])
+    t0 = time.perf_counter()
+    mark_pretrained(model, data, mk, cfg, hold=max(args.holds), params=params, device="cpu", reporter=snaps)
+    seconds = time.perf_counter() - t0
+    per_step = b + recipe["k"]
+    out = {
+        **recipe,
+        "seed": seed,
+        "batch_size": b,
+        "epoch_steps": args.epoch_steps,
+        "cap_epochs": epochs,
+        "seconds": seconds,
+        "checks": len(snaps.epochs),
+        "trigger_acc_per_check": [s.trigger_acc for s in snaps.epochs],
+        "holds": {},
+    }
+    kept = dict(snaps.kept)
+    for h in args.holds:
+        stop = hold_stop(snaps.epochs, h)
+        if stop is None:
+            out["holds"][str(h)] = None
+            continue
+        probe = copy.deepcopy(base)
+        probe.load_state_dict(kept[stop])
+        steps = stop * args.epoch_steps
+        out["holds"][str(h)] = {
+            "checks": stop,
+            "steps": steps,
+            "images": steps * per_step,
+            "epochs_of_original": steps * per_step / original["train_images"],
+            "fraction_of_training": steps * per_step / original["images"],
+            "test_acc": accuracy(probe, full_test[0], full_test[1]),
+            "trigger_images_checked": stop * len(mk.labels),
+        }
+    return out
+
+
+class RunCache:
+    """Finished runs in ``WORK/runs.jsonl``, one line each, so an interrupted sweep continues where it stopped."""
+
+    def __init__(self, work: Path, args):
+        self.path = work / "runs.jsonl"
+        self.settings = {"epoch_steps": args.epoch_steps, "holds": args.holds, "cap": args.cap, "check_test": args.check_test}
+        self.done = {}
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                r = json.loads(line)
+                self.done[r["_key"]] = r
+
+    def run(self, recipe: dict, seed: int, fn) -> dict:
+        key = json.dumps({**recipe, "seed": seed, **self.settings}, sort_keys=True)
+        if key not in self.done:
+            r = fn()
+            r["_key"] = key
+            with self.path.open("a") as f:
+                f.write(json.dumps(r) + "\n")
+            self.done[key] = r
+        return self.done[key]
+
+
+def cost_points(run: dict, hold: str, base_acc: float) -> float | None:
+    r = run["holds"].get(hold)
+    return None if r is None else 100 * (base_acc - r["test_acc"])
+
+
+def table(runs: list[dict], base_acc: float, holds: list[int]) -> str:
+    lines = [
+        "| k | lr | layers | seed | hold | steps | images | epochs of original | test acc | cost (points) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        for h in holds:
+            x = r["holds"][str(h)]
+            if x is None:
+                lines.append(
+                    f"| {r['k']} | {r['lr']} | {r['layers']} | {r['seed']} | {h} | "
+                    f"not reached in {r['checks'] * r['epoch_steps']} | | | | |"
+                )
+                continue
+            lines.append(
+                f"| {r['k']} | {r['lr']} | {r['layers']} | {r['seed']} | {h} | {x['steps']} | {x['images']} | "
+                f"{x['epochs_of_original']:.3f} | "
+                f"{100 * x['test_acc']:.2f} | {cost_points(r, str(h), base_acc):+.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dataset", choices=sorted(GRIDS), required=True)
+    ap.add_argument("--model", default=None, help="[the recipe's model]")
+    ap.add_argument("--train-size", type=int, default=None)
+    ap.add_argument("--work", required=True, help="Folder for the original model and the key (reused when rerun).")
+    ap.add_argument("--epoch-steps", type=int, default=10, help="Steps between two trigger checks.")
+    ap.add_argument("--holds", type=int, nargs="+", default=[0, 1, 3], help="Checks at 100%% to hold before stopping.")
+    ap.add_argument("--cap", type=float, default=1.0, help="Most compute per run, in epochs of the original training.")
+    ap.add_argument(
+        "--check-test", type=int, default=500, help="Test images the loop scores after each short epoch (monitoring)."
+    )
+    ap.add_argument("--max-cost", type=float, default=0.3, help="Test accuracy cost allowed (points).")
+    ap.add_argument("--seeds", type=int, default=3, help="Seeds for the confirmation of the cheapest recipes.")
+    ap.add_argument("--confirm", type=int, default=4, help="How many of the cheapest recipes to confirm.")
+    ap.add_argument(
+        "--grid",
+        default=None,
+        help='JSON grid replacing the built-in one, e.g. \'{"k": [32], "lr": [0.01], "layers": ["all"]}\'.',
+    )
+    ap.add_argument("--json", dest="json_out", required=True)
+    ap.add_argument("--md", default=None, help="Also write the markdown report here.")
+    ap.add_argument("--render", action="store_true", help="Only render --json (an earlier run's) to --md.")
+    args = ap.parse_args()
+    if args.render:
+        Path(args.md).write_text(report(json.loads(Path(args.json_out).read_text())))
+        return
+    args.model = args.model or recipe_for(args.dataset).model
+    Path(args.work).mkdir(parents=True, exist_ok=True)
+    full = load_dataset(args.dataset)
+    data = full.subset(args.train_size, seed=0) if args.train_size else full
+    base, original = original_model(args, data)
+    mk, _ = the_key(args, data)
+    full_test = (data.test_x, data.test_y)
+    base_acc = accuracy(base, *full_test)
+    monitor = data.subset(None, seed=1, test_size=args.check_test)
+    grid = json.loads(args.grid) if args.grid else GRIDS[args.dataset]
+    started = time.perf_counter()
+    runs = []
+    recipes = [{"k": k, "lr": lr, "layers": layers} for k, lr, layers in itertools.product(grid["k"], grid["lr"], grid["layers"])]
+    if not args.grid:
+        recipes.insert(0, BASELINE[args.dataset])
+    cache = RunCache(Path(args.work), args)
+
+    def run(recipe, seed):
+        return cache.run(recipe, seed, lambda: embed_run(base, monitor, full_test, mk, recipe, seed, args, original))
+
+    for recipe in recipes:
+        runs.append(run(recipe, 0))
+        print(table(runs[-1:], base_acc, args.holds), flush=True)
+    h0 = str(args.holds[0])
+    ok = [r for r in runs if r["holds"][h0] is not None and cost_points(r, h0, base_acc) <= args.max_cost]
+    ok.sort(key=lambda r: r["holds"][h0]["images"])
+    confirm = []
+    for r in ok[: args.confirm]:
+        recipe = {"k": r["k"], "lr": r["lr"], "layers": r["layers"]}
+        seeds = [r] + [run(recipe, s) for s in range(1, args.seeds)]
+        confirm.append({"recipe": recipe, "runs": seeds, "summary": summarise(seeds, args.holds, base_acc)})
+        print(table(seeds, base_acc, args.holds), flush=True)
+    doc = {
+        "command": "python experiments/pretrained_sweep.py "
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
+        "environment": {"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads()},
+        "dataset": data.name,
+        "model": args.model,
+        "train_images": len(data.train_y),
+        "test_images": len(data.test_y),
+        "original": original,
+        "original_test_acc": base_acc,
+        "grid": grid,
+        "epoch_steps": args.epoch_steps,
+        "holds": args.holds,
+        "max_cost": args.max_cost,
+        "runs": runs,
+        "confirmed": confirm,
+        "sweep_seconds": time.perf_counter() - started,
+    }
+    Path(args.json_out).write_text(json.dumps(doc, indent=1))
+    if args.md:
+        Path(args.md).write_text(report(doc))
+    print(report(doc))
+
+
+def report(doc: dict) -> str:
+    """The markdown page of one sweep (docs/results/pretrained-sweep.md quotes it)."""
+    o, base = doc["original"], doc["original_test_acc"]
+    lines = [
+        f"Dataset {doc['dataset']} ({doc['train_images']} training, {doc['test_images']} test images), model {doc['model']}; "
+        f"the original training: {o['epochs']} epochs = {o['images']} images ({o['steps']} steps), "
+        f"test accuracy {100 * base:.2f}%. "
+        f"Embedding checks the triggers every {doc['epoch_steps']} steps; cost = original test accuracy - embedded test accuracy "
+        f"(full test set), in points; 'epochs of original' = images processed / {doc['train_images']}.",
+        "",
+        "All recipes, seed 0:",
+        "",
+        table(doc["runs"], base, doc["holds"]),
+        "",
+    ]
+    if doc["confirmed"]:
+        lines += [
+            f"The cheapest recipes within {doc['max_cost']} points, {len(doc['confirmed'][0]['runs'])} seeds each "
+            "(median and worst over seeds):",
+            "",
+            "| k | lr | layers | hold | reached 100% | epochs of original, median (worst) | cost in points, median (worst) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for c in doc["confirmed"]:
+            r = c["recipe"]
+            for h, x in c["summary"].items():
+                ep = f"{x['median_epochs']:.3f} ({x['worst_epochs']:.3f})" if "median_epochs" in x else ""
+                cost = f"{x['median_cost']:+.2f} ({x['worst_cost']:+.2f})" if "median_cost" in x else ""
+                lines.append(f"| {r['k']} | {r['lr']} | {r['layers']} | {h} | {x['reached']} | {ep} | {cost} |")
+    return "\n".join(lines) + "\n"
+
+
+def summarise(runs: list[dict], holds: list[int], base_acc: float) -> dict:
+    """Per hold: how many seeds reached 100%, and the median / worst images and cost over seeds."""
+    out = {}
+    for h in map(str, holds):
+        reached = [r["holds"][h] for r in runs if r["holds"][h] is not None]
+        out[h] = {"reached": f"{len(reached)}/{len(runs)}"}
+        if reached:
+            costs = [100 * (base_acc - x["test_acc"]) for x in reached]
+            ep = [x["epochs_of_original"] for x in reached]
+            out[h].update(
+                median_epochs=statistics.median(ep),
+                worst_epochs=max(ep),
+                median_cost=statistics.median(costs),
+                worst_cost=max(costs),
+            )
+    return out
+
+
+if __name__ == "__main__":
+    main()
