@@ -42,7 +42,7 @@ DATASET_OF = {
 }
 SHAPES = {"fashion-mnist": (1, 28, 28), "cifar10-jpg": (3, 32, 32)}
 TEST_SIZE = 200  # test images scored after each call (outside the timed steps)
-STEPS = {"fmnist-cnn": 20, "cifar-fast": 6, "cifar-small": 3, "resnet18-cifar": 2}  # steps per timed unit on this CPU
+STEPS = {"fmnist-cnn": 12, "cifar-fast": 4, "cifar-small": 3, "resnet18-cifar": 2}  # steps per timed unit on this CPU
 TARGET, RESOLUTION = 1.03, 0.01
 
 

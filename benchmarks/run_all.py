@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import embed_overhead
+import torch
 import train_throughput
 import verify_latency
 from _harness import environment, interval_text
@@ -130,7 +131,10 @@ def main() -> None:
         help="Seconds, not minutes: synthetic data, 3 rounds, fewer models (the shape, not the numbers).",
     )
     ap.add_argument("--out", default="docs/results/bench", help="Folder for benchmarks.json and benchmarks.md.")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads [torch's default: one per core].")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)  # on a machine busier than its cores, 1 thread wastes less waiting for the other
     plan = QUICK if args.quick else FULL
     env, started = environment(), time.perf_counter()
     results = {
@@ -139,7 +143,8 @@ def main() -> None:
         "verify_latency": verify_latency.run(namespace(plan["verify_latency"], args.quick)),
     }
     doc = {
-        "command": "python benchmarks/run_all.py" + (" --quick" if args.quick else "") + f" --out {args.out}",
+        "command": "python benchmarks/run_all.py" + (" --quick" if args.quick else "") + f" --out {args.out}"
+        + (f" --threads {args.threads}" if args.threads else ""),
         "quick": args.quick,
         "environment": env,
         "seconds": time.perf_counter() - started,

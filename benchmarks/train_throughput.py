@@ -43,7 +43,7 @@ from PIL import Image
 from backmark.training import TrainConfig, make_optimizer, train, use_compile
 
 BATCH, K = 100, 2  # the official code's batch and triggers per batch
-STEPS = {"fmnist-cnn": 30, "cifar-fast": 8, "cifar-small": 4, "resnet18-cifar": 2}  # steps per timed unit on this CPU
+STEPS = {"fmnist-cnn": 15, "cifar-fast": 4, "cifar-small": 3, "resnet18-cifar": 2}  # steps per timed unit on this CPU
 GOALS = {"official": 2.0, "limit": 0.9}  # backmark's speed over the pipeline's, at least
 RESOLUTION = 0.03
 

@@ -88,8 +88,10 @@ def request_bytes(mk) -> dict:
 
 
 def start_server(ckpt: Path) -> tuple[subprocess.Popen, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # the server runs as many threads as this process
     proc = subprocess.Popen(
         [sys.executable, "-m", "backmark", "serve", "--model", str(ckpt), "--port", "0"],
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

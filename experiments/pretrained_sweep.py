@@ -230,11 +230,14 @@ def main() -> None:
     )
     ap.add_argument("--json", dest="json_out", required=True)
     ap.add_argument("--md", default=None, help="Also write the markdown report here.")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads [default] (1 is faster on a busy machine).")
     ap.add_argument("--render", action="store_true", help="Only render --json (an earlier run's) to --md.")
     args = ap.parse_args()
     if args.render:
         Path(args.md).write_text(report(json.loads(Path(args.json_out).read_text())))
         return
+    if args.threads:
+        torch.set_num_threads(args.threads)
     args.model = args.model or recipe_for(args.dataset).model
     Path(args.work).mkdir(parents=True, exist_ok=True)
     full = load_dataset(args.dataset)
