@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import itertools
 import json
 import platform
@@ -46,9 +47,14 @@ from backmark.training import accuracy, train
 from backmark.training.layers import trainable_parameters
 from backmark.training.recipes import recipe_for
 
-GRIDS = {  # (k, lr, layers) per dataset; layers: "all" or "last:N" (the last N weight layers and the norms after them)
-    "fashion-mnist": {"k": [32, 64, 128], "lr": [0.01, 0.03, 0.1], "layers": ["all", "last:2"]},
-    "cifar10-jpg": {"k": [16, 64, 128], "lr": [0.01, 0.03, 0.1], "layers": ["all", "last:2"]},
+# (k, lr, layers, bn) per dataset; layers: "all" or "last:N" (the last N weight layers and the norms after them);
+# bn: TrainConfig.bn_stats, "batch" (BatchNorm on batch statistics, as in training) or "frozen" (on the running ones)
+GRIDS = {
+    "fashion-mnist": [
+        {"k": [32, 64, 128], "lr": [0.01, 0.03, 0.1], "layers": ["all", "last:2"], "bn": ["batch"]},
+        {"k": [32, 64, 128], "lr": [0.01, 0.03, 0.1], "layers": ["all"], "bn": ["frozen"]},
+    ],
+    "cifar10-jpg": [{"k": [16, 64, 128], "lr": [0.01, 0.03, 0.1], "layers": ["all"], "bn": ["batch", "frozen"]}],
 }
 BASELINE = {
     "fashion-mnist": {"k": 2, "lr": 0.01, "layers": "all"},
@@ -106,6 +112,13 @@ def the_key(args, data) -> tuple[MarkingKey, list[int]]:
     return mk, open_elements(mk, vk)
 
 
+def recipe_of(k: int, lr: float, layers: str, bn: str = "batch") -> dict:
+    r = {"k": k, "lr": lr, "layers": layers}
+    if bn != "batch":  # (so the keys of runs made before the bn option still match)
+        r["bn"] = bn
+    return r
+
+
 def hold_stop(epochs: list, hold: int) -> int | None:
     """The epoch at which ``--hold hold`` stops (the (hold+1)-th epoch at 100%), None if never."""
     full = [s.epoch for s in epochs if s.trigger_acc is not None and s.trigger_acc >= 1.0]
@@ -113,12 +126,13 @@ def hold_stop(epochs: list, hold: int) -> int | None:
 
 
 def embed_run(base: nn.Module, data, full_test, mk, recipe: dict, seed: int, args, original: dict) -> dict:
-    b = recipe_for(args.dataset).embed.batch_size
+    # the original's batch size, augmentation and optimizer (not embed's defaults, which this sweep sets)
+    base_cfg = recipe_for(args.dataset).train
+    b = base_cfg.batch_size
     cap_steps = int(args.cap * original["train_images"] / b)
     epochs = max(1, cap_steps // args.epoch_steps)
-    cfg = recipe_for(args.dataset).embed.replace(
-        trigger_k=recipe["k"], lr=recipe["lr"], epoch_steps=args.epoch_steps, epochs=epochs, seed=seed, schedule="constant"
-    )
+    cfg = base_cfg.replace(trigger_k=recipe["k"], lr=recipe["lr"], epoch_steps=args.epoch_steps, epochs=epochs, seed=seed)
+    cfg = dataclasses.replace(cfg, schedule="constant", bn_stats=recipe.get("bn", "batch"))
     model = copy.deepcopy(base)
     snaps = Snapshots(model)
     params = trainable_parameters(model, recipe["layers"])
@@ -188,20 +202,21 @@ def cost_points(run: dict, hold: str, base_acc: float) -> float | None:
 
 def table(runs: list[dict], base_acc: float, holds: list[int]) -> str:
     lines = [
-        "| k | lr | layers | seed | hold | steps | images | epochs of original | test acc | cost (points) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| k | lr | layers | BN | seed | hold | steps | images | epochs of original | test acc | cost (points) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         for h in holds:
             x = r["holds"][str(h)]
             if x is None:
                 lines.append(
-                    f"| {r['k']} | {r['lr']} | {r['layers']} | {r['seed']} | {h} | "
+                    f"| {r['k']} | {r['lr']} | {r['layers']} | {r.get('bn', 'batch')} | {r['seed']} | {h} | "
                     f"not reached in {r['checks'] * r['epoch_steps']} | | | | |"
                 )
                 continue
             lines.append(
-                f"| {r['k']} | {r['lr']} | {r['layers']} | {r['seed']} | {h} | {x['steps']} | {x['images']} | "
+                f"| {r['k']} | {r['lr']} | {r['layers']} | {r.get('bn', 'batch')} | {r['seed']} | {h} | {x['steps']} | "
+                f"{x['images']} | "
                 f"{x['epochs_of_original']:.3f} | "
                 f"{100 * x['test_acc']:.2f} | {cost_points(r, str(h), base_acc):+.2f} |"
             )
@@ -226,7 +241,7 @@ def main() -> None:
     ap.add_argument(
         "--grid",
         default=None,
-        help='JSON grid replacing the built-in one, e.g. \'{"k": [32], "lr": [0.01], "layers": ["all"]}\'.',
+        help='JSON grid replacing the built-in one, e.g. \'[{"k": [32], "lr": [0.01], "layers": ["all"], "bn": ["batch"]}]\'.',
     )
     ap.add_argument("--json", dest="json_out", required=True)
     ap.add_argument("--md", default=None, help="Also write the markdown report here.")
@@ -250,7 +265,11 @@ def main() -> None:
     grid = json.loads(args.grid) if args.grid else GRIDS[args.dataset]
     started = time.perf_counter()
     runs = []
-    recipes = [{"k": k, "lr": lr, "layers": layers} for k, lr, layers in itertools.product(grid["k"], grid["lr"], grid["layers"])]
+    recipes = [
+        recipe_of(k, lr, layers, bn)
+        for g in grid
+        for k, lr, layers, bn in itertools.product(g["k"], g["lr"], g["layers"], g["bn"])
+    ]
     if not args.grid:
         recipes.insert(0, BASELINE[args.dataset])
     cache = RunCache(Path(args.work), args)
@@ -266,7 +285,7 @@ def main() -> None:
     ok.sort(key=lambda r: r["holds"][h0]["images"])
     confirm = []
     for r in ok[: args.confirm]:
-        recipe = {"k": r["k"], "lr": r["lr"], "layers": r["layers"]}
+        recipe = recipe_of(r["k"], r["lr"], r["layers"], r.get("bn", "batch"))
         seeds = [r] + [run(recipe, s) for s in range(1, args.seeds)]
         confirm.append({"recipe": recipe, "runs": seeds, "summary": summarise(seeds, args.holds, base_acc)})
         print(table(seeds, base_acc, args.holds), flush=True)
@@ -314,15 +333,17 @@ def report(doc: dict) -> str:
             f"The cheapest recipes within {doc['max_cost']} points, {len(doc['confirmed'][0]['runs'])} seeds each "
             "(median and worst over seeds):",
             "",
-            "| k | lr | layers | hold | reached 100% | epochs of original, median (worst) | cost in points, median (worst) |",
-            "|---|---|---|---|---|---|---|",
+            "| k | lr | layers | BN | hold | reached 100% | epochs of original, median (worst) | cost (points), median (worst) |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for c in doc["confirmed"]:
             r = c["recipe"]
             for h, x in c["summary"].items():
                 ep = f"{x['median_epochs']:.3f} ({x['worst_epochs']:.3f})" if "median_epochs" in x else ""
                 cost = f"{x['median_cost']:+.2f} ({x['worst_cost']:+.2f})" if "median_cost" in x else ""
-                lines.append(f"| {r['k']} | {r['lr']} | {r['layers']} | {h} | {x['reached']} | {ep} | {cost} |")
+                lines.append(
+                    f"| {r['k']} | {r['lr']} | {r['layers']} | {r.get('bn', 'batch')} | {h} | {x['reached']} | {ep} | {cost} |"
+                )
     return "\n".join(lines) + "\n"
 
 

@@ -81,3 +81,24 @@ def test_epoch_steps_options():
         dataclasses.replace(base, epoch_steps=-1)
     # an attack on a PRETRAINED model trains whole passes, not the embedding's short epochs
     assert CleanTraining().train_config(TrainConfig(epoch_steps=10, trigger_k=32), epochs=3).epoch_steps is None
+
+
+def test_frozen_batchnorm_keeps_the_running_statistics(fmnist_2k, small_keys):
+    import torch
+
+    from backmark.core.mark import TriggerMixer
+    from backmark.experiments.workflow import new_model
+    from backmark.training import TrainConfig, train
+
+    data = fmnist_2k.subset(256, seed=0, test_size=64)
+    for bn_stats, moved in (("batch", True), ("frozen", False)):
+        model = new_model("fmnist-cnn", data, seed=0)
+        bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        before = [(m.running_mean.clone(), m.running_var.clone(), m.weight.detach().clone()) for m in bns]
+        cfg = TrainConfig(epochs=1, batch_size=64, lr=0.05, trigger_k=8, bn_stats=bn_stats)
+        train(model, data, cfg, mixer=TriggerMixer.from_key(small_keys[0], k=8), device="cpu")
+        after = [(m.running_mean, m.running_var, m.weight.detach()) for m in bns]
+        same_stats = all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(before, after))
+        assert same_stats != moved, bn_stats
+        assert not all(torch.equal(a[2], b[2]) for a, b in zip(before, after))  # the affine weights train either way
+        assert all(m.training is False for m in bns)  # train() leaves the model in eval mode

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
+BN_STATS = ("batch", "frozen")
 OPTIMIZERS = ("sgd", "adam")
 PRECISIONS = ("fp32", "bf16")
 COMPILE_MODES = ("auto", "on", "off")
@@ -35,6 +36,10 @@ class TrainConfig:
     # Steps per epoch; None: one pass over the training set. A shorter epoch is a fresh random part of the set,
     # evaluated, checkpointed and offered to the stopping rule after it, so PRETRAINED can stop within a pass.
     epoch_steps: int | None = None
+    # BatchNorm while training: "batch" normalises with each batch's statistics and updates the running ones;
+    # "frozen" keeps using (and keeping) the running statistics, as when fine-tuning a trained model whose
+    # batches now hold k out-of-distribution trigger images (its affine weights still train).
+    bn_stats: str = "batch"
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -47,6 +52,8 @@ class TrainConfig:
             raise ValueError(f"compile must be one of {COMPILE_MODES}, not {self.compile!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.trigger_k < 0:
             raise ValueError("epochs, batch_size and lr must be positive, trigger_k >= 0")
+        if self.bn_stats not in BN_STATS:
+            raise ValueError(f"bn_stats must be one of {BN_STATS}, not {self.bn_stats!r}")
         if self.epoch_steps is not None and self.epoch_steps < 1:
             raise ValueError("epoch_steps must be at least 1 (or None: one pass over the training set)")
 

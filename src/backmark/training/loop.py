@@ -153,6 +153,10 @@ def train(
             if reporter:
                 reporter.start_epoch(epoch + 1, cfg.epochs, steps_per_epoch)
             model.train()
+            if cfg.bn_stats == "frozen":
+                for m in model.modules():
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                        m.eval()  # normalise with the running statistics, and leave them as they are
             loss_sum, seen = torch.zeros((), device=device), 0
             for i, x, y, n in _shares(train_x, train_y, mixer, cfg, ctx, seed, steps_per_epoch):
                 lr = cfg.lr * _lr_factor(cfg, epoch * steps_per_epoch + i, total_steps, steps_per_epoch)
