@@ -47,14 +47,17 @@ from backmark.training import accuracy, train
 from backmark.training.layers import trainable_parameters
 from backmark.training.recipes import recipe_for
 
-# (k, lr, layers, bn) per dataset; layers: "all" or "last:N" (the last N weight layers and the norms after them);
-# bn: TrainConfig.bn_stats, "batch" (BatchNorm on batch statistics, as in training) or "frozen" (on the running ones)
+# (k, lr, layers, bn, cool) per dataset; layers: "all" or "last:N" (the last N weight layers and the norms after them);
+# bn: TrainConfig.bn_stats, "batch" (BatchNorm on batch statistics, as in training) or "frozen" (on the running ones);
+# cool: TrainConfig.cooldown_steps once the watermark holds (0: stop there)
 GRIDS = {
     "fashion-mnist": [
         {"k": [32, 64, 128], "lr": [0.01, 0.03, 0.1], "layers": ["all", "last:2"], "bn": ["batch"]},
         {"k": [32, 64, 128], "lr": [0.01, 0.03, 0.1], "layers": ["all"], "bn": ["frozen"]},
+        {"k": [64, 128], "lr": [0.01, 0.03], "layers": ["all", "last:2"], "bn": ["batch"], "cool": [30, 60]},
+        {"k": [32], "lr": [0.01], "layers": ["last:2"], "bn": ["batch"], "cool": [30]},
     ],
-    "cifar10-jpg": [{"k": [16, 64, 128], "lr": [0.01, 0.03, 0.1], "layers": ["all"], "bn": ["batch", "frozen"]}],
+    "cifar10-jpg": [{"k": [16, 64, 128], "lr": [0.01, 0.03], "layers": ["all"], "bn": ["batch"], "cool": [0, 20]}],
 }
 BASELINE = {
     "fashion-mnist": {"k": 2, "lr": 0.01, "layers": "all"},
@@ -66,13 +69,13 @@ class Snapshots:
     """A reporter that keeps the model's weights after every epoch whose trigger accuracy is 100%."""
 
     def __init__(self, model: nn.Module):
-        self.model, self.kept, self.epochs = model, [], []
+        self.model, self.kept, self.epochs, self.steps = model, [], [], 0
 
     def start_epoch(self, epoch, epochs, steps):
         pass
 
     def step(self, loss):
-        pass
+        self.steps += 1
 
     def end_epoch(self, stats):
         self.epochs.append(stats)
@@ -112,10 +115,12 @@ def the_key(args, data) -> tuple[MarkingKey, list[int]]:
     return mk, open_elements(mk, vk)
 
 
-def recipe_of(k: int, lr: float, layers: str, bn: str = "batch") -> dict:
+def recipe_of(k: int, lr: float, layers: str, bn: str = "batch", cool: int = 0) -> dict:
     r = {"k": k, "lr": lr, "layers": layers}
-    if bn != "batch":  # (so the keys of runs made before the bn option still match)
+    if bn != "batch":  # (defaults left out, so the keys of runs made before these options still match)
         r["bn"] = bn
+    if cool:
+        r["cool"] = cool
     return r
 
 
@@ -132,12 +137,14 @@ def embed_run(base: nn.Module, data, full_test, mk, recipe: dict, seed: int, arg
     cap_steps = int(args.cap * original["train_images"] / b)
     epochs = max(1, cap_steps // args.epoch_steps)
     cfg = base_cfg.replace(trigger_k=recipe["k"], lr=recipe["lr"], epoch_steps=args.epoch_steps, epochs=epochs, seed=seed)
-    cfg = dataclasses.replace(cfg, schedule="constant", bn_stats=recipe.get("bn", "batch"))
+    cool = recipe.get("cool", 0)
+    cfg = dataclasses.replace(cfg, schedule="constant", bn_stats=recipe.get("bn", "batch"), cooldown_steps=cool)
     model = copy.deepcopy(base)
     snaps = Snapshots(model)
     params = trainable_parameters(model, recipe["layers"])
     t0 = time.perf_counter()
-    mark_pretrained(model, data, mk, cfg, hold=max(args.holds), params=params, device="cpu", reporter=snaps)
+    # with a cool-down the rule stops at the first check at 100%, then cools down; without, it runs to the longest hold
+    mark_pretrained(model, data, mk, cfg, hold=0 if cool else max(args.holds), params=params, device="cpu", reporter=snaps)
     seconds = time.perf_counter() - t0
     per_step = b + recipe["k"]
     out = {
@@ -169,7 +176,27 @@ def embed_run(base: nn.Module, data, full_test, mk, recipe: dict, seed: int, arg
             "test_acc": accuracy(probe, full_test[0], full_test[1]),
             "trigger_images_checked": stop * len(mk.labels),
         }
+    if cool and out["holds"]["0"] is not None:  # the model after its cool-down
+        out["cooled"] = {
+            "checks": len(snaps.epochs),
+            "steps": snaps.steps,
+            "images": snaps.steps * per_step,
+            "epochs_of_original": snaps.steps * per_step / original["train_images"],
+            "fraction_of_training": snaps.steps * per_step / original["images"],
+            "test_acc": accuracy(model, full_test[0], full_test[1]),
+            "trigger_acc": snaps.epochs[-1].trigger_acc,
+            "trigger_images_checked": len(snaps.epochs) * len(mk.labels),
+        }
     return out
+
+
+def final(run: dict) -> dict | None:
+    """What the recipe delivers: the model after its cool-down, or where the rule stopped (hold 0); None if never 100%.
+    A cool-down that lost a trigger does not deliver."""
+    if run.get("cool"):
+        c = run.get("cooled")
+        return c if c is not None and c["trigger_acc"] >= 1.0 else None
+    return run["holds"]["0"]
 
 
 class RunCache:
@@ -196,29 +223,29 @@ class RunCache:
 
 
 def cost_points(run: dict, hold: str, base_acc: float) -> float | None:
-    r = run["holds"].get(hold)
+    r = final(run) if hold == "final" else run["holds"].get(hold)
     return None if r is None else 100 * (base_acc - r["test_acc"])
 
 
 def table(runs: list[dict], base_acc: float, holds: list[int]) -> str:
     lines = [
-        "| k | lr | layers | BN | seed | hold | steps | images | epochs of original | test acc | cost (points) |",
+        "| k | lr | layers | BN | seed | stop | steps | images | epochs of original | test acc | cost (points) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
-        for h in holds:
-            x = r["holds"][str(h)]
+        head = f"| {r['k']} | {r['lr']} | {r['layers']} | {r.get('bn', 'batch')} | {r['seed']} |"
+        rows = [(f"hold {h}", r["holds"][str(h)], str(h)) for h in (holds if not r.get("cool") else [0])]
+        if r.get("cool"):
+            rows.append((f"hold 0 + cool {r['cool']}", r.get("cooled"), "final"))
+        for label, x, key in rows:
             if x is None:
-                lines.append(
-                    f"| {r['k']} | {r['lr']} | {r['layers']} | {r.get('bn', 'batch')} | {r['seed']} | {h} | "
-                    f"not reached in {r['checks'] * r['epoch_steps']} | | | | |"
-                )
+                lines.append(f"{head} {label} | not reached in {r['checks'] * r['epoch_steps']} | | | | |")
                 continue
+            lost = " (a trigger lost)" if x.get("trigger_acc", 1.0) < 1.0 else ""
+            cost = cost_points(r, key, base_acc)
             lines.append(
-                f"| {r['k']} | {r['lr']} | {r['layers']} | {r.get('bn', 'batch')} | {r['seed']} | {h} | {x['steps']} | "
-                f"{x['images']} | "
-                f"{x['epochs_of_original']:.3f} | "
-                f"{100 * x['test_acc']:.2f} | {cost_points(r, str(h), base_acc):+.2f} |"
+                f"{head} {label}{lost} | {x['steps']} | {x['images']} | {x['epochs_of_original']:.3f} | "
+                f"{100 * x['test_acc']:.2f} | " + (f"{cost:+.2f} |" if cost is not None else "|")
             )
     return "\n".join(lines)
 
@@ -266,9 +293,9 @@ def main() -> None:
     started = time.perf_counter()
     runs = []
     recipes = [
-        recipe_of(k, lr, layers, bn)
+        recipe_of(k, lr, layers, bn, cool)
         for g in grid
-        for k, lr, layers, bn in itertools.product(g["k"], g["lr"], g["layers"], g["bn"])
+        for k, lr, layers, bn, cool in itertools.product(g["k"], g["lr"], g["layers"], g["bn"], g.get("cool", [0]))
     ]
     if not args.grid:
         recipes.insert(0, BASELINE[args.dataset])
@@ -280,12 +307,11 @@ def main() -> None:
     for recipe in recipes:
         runs.append(run(recipe, 0))
         print(table(runs[-1:], base_acc, args.holds), flush=True)
-    h0 = str(args.holds[0])
-    ok = [r for r in runs if r["holds"][h0] is not None and cost_points(r, h0, base_acc) <= args.max_cost]
-    ok.sort(key=lambda r: r["holds"][h0]["images"])
+    ok = [r for r in runs if final(r) is not None and cost_points(r, "final", base_acc) <= args.max_cost]
+    ok.sort(key=lambda r: final(r)["images"])
     confirm = []
     for r in ok[: args.confirm]:
-        recipe = recipe_of(r["k"], r["lr"], r["layers"], r.get("bn", "batch"))
+        recipe = recipe_of(r["k"], r["lr"], r["layers"], r.get("bn", "batch"), r.get("cool", 0))
         seeds = [r] + [run(recipe, s) for s in range(1, args.seeds)]
         confirm.append({"recipe": recipe, "runs": seeds, "summary": summarise(seeds, args.holds, base_acc)})
         print(table(seeds, base_acc, args.holds), flush=True)
@@ -333,25 +359,25 @@ def report(doc: dict) -> str:
             f"The cheapest recipes within {doc['max_cost']} points, {len(doc['confirmed'][0]['runs'])} seeds each "
             "(median and worst over seeds):",
             "",
-            "| k | lr | layers | BN | hold | reached 100% | epochs of original, median (worst) | cost (points), median (worst) |",
+            "| k | lr | layers | BN | stop | reached 100% | epochs of original, median (worst) | cost (points), median (worst) |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for c in doc["confirmed"]:
-            r = c["recipe"]
-            for h, x in c["summary"].items():
-                ep = f"{x['median_epochs']:.3f} ({x['worst_epochs']:.3f})" if "median_epochs" in x else ""
-                cost = f"{x['median_cost']:+.2f} ({x['worst_cost']:+.2f})" if "median_cost" in x else ""
-                lines.append(
-                    f"| {r['k']} | {r['lr']} | {r['layers']} | {r.get('bn', 'batch')} | {h} | {x['reached']} | {ep} | {cost} |"
-                )
+            r, x = c["recipe"], c["summary"]["final"]  # what the recipe delivers
+            stop = f"hold 0 + cool {r['cool']}" if r.get("cool") else "hold 0"
+            ep = f"{x['median_epochs']:.3f} ({x['worst_epochs']:.3f})" if "median_epochs" in x else ""
+            cost = f"{x['median_cost']:+.2f} ({x['worst_cost']:+.2f})" if "median_cost" in x else ""
+            lines.append(
+                f"| {r['k']} | {r['lr']} | {r['layers']} | {r.get('bn', 'batch')} | {stop} | {x['reached']} | {ep} | {cost} |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def summarise(runs: list[dict], holds: list[int], base_acc: float) -> dict:
     """Per hold: how many seeds reached 100%, and the median / worst images and cost over seeds."""
     out = {}
-    for h in map(str, holds):
-        reached = [r["holds"][h] for r in runs if r["holds"][h] is not None]
+    for h in [*map(str, holds), "final"]:
+        reached = [x for x in (final(r) if h == "final" else r["holds"][h] for r in runs) if x is not None]
         out[h] = {"reached": f"{len(reached)}/{len(runs)}"}
         if reached:
             costs = [100 * (base_acc - x["test_acc"]) for x in reached]

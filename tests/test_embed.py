@@ -1,4 +1,6 @@
 """PRETRAINED's stopping rule: stop once the watermark holds, or hold it N more epochs."""
+import pytest
+
 from backmark.core.mark import watermark_held
 from backmark.training import EpochStats
 
@@ -102,3 +104,20 @@ def test_frozen_batchnorm_keeps_the_running_statistics(fmnist_2k, small_keys):
         assert same_stats != moved, bn_stats
         assert not all(torch.equal(a[2], b[2]) for a, b in zip(before, after))  # the affine weights train either way
         assert all(m.training is False for m in bns)  # train() leaves the model in eval mode
+
+
+def test_cooldown_after_the_stopping_rule(fmnist_2k):
+    """Once stop_when fires, cooldown_steps more steps run at a learning rate falling linearly to 0, then training stops."""
+    from backmark.experiments.workflow import new_model
+    from backmark.training import TrainConfig, train
+
+    data = fmnist_2k.subset(512, seed=0, test_size=64)
+    model = new_model("fmnist-cnn", data, seed=0)
+    cfg = TrainConfig(epochs=20, batch_size=32, lr=0.04, schedule="constant", trigger_k=0, epoch_steps=3, cooldown_steps=4)
+    counter = StepCounter()
+    history = train(model, data, cfg, stop_when=lambda s: s.epoch == 2, reporter=counter, device="cpu")
+    # 2 epochs of 3 steps at 0.04, then 4 cool-down steps (a short epoch of 3, then 1) at 0.04 x 4/5, 3/5, 2/5, 1/5
+    assert counter.steps == [3, 3, 3, 1] and [h.epoch for h in history] == [1, 2, 3, 4]
+    assert [h.lr for h in history] == pytest.approx([0.04, 0.04, 0.016, 0.008])  # each epoch's last step
+    history = train(new_model("fmnist-cnn", data, seed=0), data, cfg.replace(epochs=3), stop_when=lambda s: s.epoch == 2, device="cpu")
+    assert len(history) == 3  # the epoch cap bounds the cool-down too

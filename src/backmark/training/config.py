@@ -40,6 +40,10 @@ class TrainConfig:
     # "frozen" keeps using (and keeping) the running statistics, as when fine-tuning a trained model whose
     # batches now hold k out-of-distribution trigger images (its affine weights still train).
     bn_stats: str = "batch"
+    # Once the stopping rule fires (PRETRAINED: the watermark holds), train this many more steps with the
+    # learning rate falling linearly to 0, then stop: fine-tuning at a constant rate leaves a trained model
+    # off its minimum, and this brings it back (within cfg.epochs, which stays the most spent).
+    cooldown_steps: int = 0
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -54,6 +58,8 @@ class TrainConfig:
             raise ValueError("epochs, batch_size and lr must be positive, trigger_k >= 0")
         if self.bn_stats not in BN_STATS:
             raise ValueError(f"bn_stats must be one of {BN_STATS}, not {self.bn_stats!r}")
+        if self.cooldown_steps < 0:
+            raise ValueError("cooldown_steps must be >= 0")
         if self.epoch_steps is not None and self.epoch_steps < 1:
             raise ValueError("epoch_steps must be at least 1 (or None: one pass over the training set)")
 

@@ -113,7 +113,8 @@ def train(
     restricts which parameters are trained (the FTLL/RTLL attacks); the others are
     frozen while training. ``state_path``: where the full training state is saved after
     every epoch; with ``resume=True`` an existing state there is continued.
-    ``stop_when(stats)`` ends training early. Under torchrun this runs data-parallel:
+    ``stop_when(stats)`` ends training early (after ``cfg.cooldown_steps`` more steps at a learning
+    rate falling to 0, if set). Under torchrun this runs data-parallel:
     rank 0 alone saves the state and reports progress; the stats are global.
     """
     ctx = distributed.setup(device)
@@ -144,6 +145,7 @@ def train(
     net = ctx.wrap(model)
     net = torch.compile(net) if use_compile(cfg, device) else net
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else nullcontext()
+    cooled = None  # cool-down steps taken, once stop_when has fired (cfg.cooldown_steps > 0)
     try:
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
@@ -160,6 +162,9 @@ def train(
             loss_sum, seen = torch.zeros((), device=device), 0
             for i, x, y, n in _shares(train_x, train_y, mixer, cfg, ctx, seed, steps_per_epoch):
                 lr = cfg.lr * _lr_factor(cfg, epoch * steps_per_epoch + i, total_steps, steps_per_epoch)
+                if cooled is not None:  # linear decay towards 0: step j of C at lr x (C + 1 - j) / (C + 1)
+                    cooled += 1
+                    lr *= (cfg.cooldown_steps + 1 - cooled) / (cfg.cooldown_steps + 1)
                 for group in opt.param_groups:
                     group["lr"] = lr
                 with autocast:
@@ -172,6 +177,8 @@ def train(
                 seen += len(y)
                 if reporter:
                     reporter.step(loss.item() if i % 20 == 0 else float("nan"))
+                if cooled is not None and cooled >= cfg.cooldown_steps:
+                    break
             ctx.sync_buffers(model)
             total_loss, total_seen = ctx.all_sum([loss_sum.item(), seen])
             stats = EpochStats(
@@ -196,8 +203,12 @@ def train(
                 )
             if reporter:
                 reporter.end_epoch(stats)
-            if stop_when is not None and stop_when(stats):
-                break
+            if cooled is not None and cooled >= cfg.cooldown_steps:
+                break  # cooled down
+            if cooled is None and stop_when is not None and stop_when(stats):
+                if not cfg.cooldown_steps:
+                    break
+                cooled = 0  # settle first: cfg.cooldown_steps more steps at a falling learning rate, then stop
     finally:
         for p in frozen:
             p.requires_grad_(True)
