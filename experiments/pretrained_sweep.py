@@ -56,6 +56,8 @@ GRIDS = {
         {"k": [32, 64, 128], "lr": [0.01, 0.03, 0.1], "layers": ["all"], "bn": ["frozen"]},
         {"k": [64, 128], "lr": [0.01, 0.03], "layers": ["all", "last:2"], "bn": ["batch"], "cool": [30, 60]},
         {"k": [32], "lr": [0.01], "layers": ["last:2"], "bn": ["batch"], "cool": [30]},
+        {"k": [24, 32, 48], "lr": [0.007, 0.01, 0.014], "layers": ["last:2"], "bn": ["batch"]},  # around the best so far
+        {"k": [32], "lr": [0.01], "layers": ["last:1", "last:3"], "bn": ["batch"]},
     ],
     "cifar10-jpg": [{"k": [16, 64, 128], "lr": [0.01, 0.03], "layers": ["all"], "bn": ["batch"], "cool": [0, 20]}],
 }

@@ -119,5 +119,29 @@ def test_cooldown_after_the_stopping_rule(fmnist_2k):
     # 2 epochs of 3 steps at 0.04, then 4 cool-down steps (a short epoch of 3, then 1) at 0.04 x 4/5, 3/5, 2/5, 1/5
     assert counter.steps == [3, 3, 3, 1] and [h.epoch for h in history] == [1, 2, 3, 4]
     assert [h.lr for h in history] == pytest.approx([0.04, 0.04, 0.016, 0.008])  # each epoch's last step
-    history = train(new_model("fmnist-cnn", data, seed=0), data, cfg.replace(epochs=3), stop_when=lambda s: s.epoch == 2, device="cpu")
+    model = new_model("fmnist-cnn", data, seed=0)
+    history = train(model, data, cfg.replace(epochs=3), stop_when=lambda s: s.epoch == 2, device="cpu")
     assert len(history) == 3  # the epoch cap bounds the cool-down too
+
+
+def test_layers_choose_what_trains(fmnist_2k):
+    import torch
+    from click.testing import CliRunner
+
+    from backmark.cli import main
+    from backmark.experiments.workflow import new_model
+    from backmark.training import TrainConfig, train
+
+    data = fmnist_2k.subset(256, seed=0, test_size=64)
+    model = new_model("fmnist-cnn", data, seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train(model, data, TrainConfig(epochs=1, batch_size=64, layers="last:2"), device="cpu")
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k]) and "running" not in k and "num_batches" not in k}
+    assert changed == {"hidden.1.weight", "hidden.1.bias", "fc.weight", "fc.bias"}
+    assert all(p.requires_grad for p in model.parameters())  # the frozen ones are given back
+    with pytest.raises(ValueError, match="'all' or 'last:N'"):
+        TrainConfig(layers="head")
+    args = ["embed", "--model", "x.safetensors", "--watermark", "mk.json", "--out", "o.safetensors", "--layers", "first"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 2 and "'all' or 'last:N'" in r.stderr and "Traceback" not in r.stderr

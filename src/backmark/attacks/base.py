@@ -57,11 +57,12 @@ class CleanTraining(Budget):
 
     def train_config(self, original: TrainConfig, *, epochs: int) -> TrainConfig:
         """The attacker's TrainConfig: the victim's recipe with this budget's choices (no triggers), in whole
-        passes over the attacker's data (a PRETRAINED victim records its embedding's short epochs: not the attacker's)."""
+        passes, every layer and BatchNorm training as usual (a PRETRAINED victim records its embedding's recipe:
+        short epochs, a cool-down, some layers; none of them is the attacker's)."""
         cfg = original.replace(
             epochs=epochs, lr=self.lr, schedule=self.schedule, batch_size=self.batch_size, augment=self.augment, seed=self.seed,
         )
-        return dataclasses.replace(cfg, trigger_k=0, epoch_steps=None)
+        return dataclasses.replace(cfg, trigger_k=0, epoch_steps=None, cooldown_steps=0, layers="all", bn_stats="batch")
 
 
 @dataclass(frozen=True)

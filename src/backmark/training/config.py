@@ -5,6 +5,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Protocol
 
+from .layers import check_layers
+
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
 BN_STATS = ("batch", "frozen")
 OPTIMIZERS = ("sgd", "adam")
@@ -44,6 +46,7 @@ class TrainConfig:
     # learning rate falling linearly to 0, then stop: fine-tuning at a constant rate leaves a trained model
     # off its minimum, and this brings it back (within cfg.epochs, which stays the most spent).
     cooldown_steps: int = 0
+    layers: str = "all"  # what trains: "all", or "last:N" (the last N conv/linear layers and what follows them)
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -58,6 +61,7 @@ class TrainConfig:
             raise ValueError("epochs, batch_size and lr must be positive, trigger_k >= 0")
         if self.bn_stats not in BN_STATS:
             raise ValueError(f"bn_stats must be one of {BN_STATS}, not {self.bn_stats!r}")
+        check_layers(self.layers)
         if self.cooldown_steps < 0:
             raise ValueError("cooldown_steps must be >= 0")
         if self.epoch_steps is not None and self.epoch_steps < 1:

@@ -32,6 +32,7 @@ from torch import nn
 from ..data import Dataset, augment, num_batches
 from . import distributed
 from .config import EpochStats, Reporter, TrainConfig
+from .layers import trainable_parameters
 from .state import load_state, save_state
 
 DEVICE_DATA_FRACTION = 0.25  # data_on_device=None: keep the training set on the GPU if it takes at most this much of its free memory
@@ -110,8 +111,8 @@ def train(
     """Train ``model`` in place; returns per-epoch stats.
 
     ``mixer`` marks the model (k trigger images appended to each batch). ``params``
-    restricts which parameters are trained (the FTLL/RTLL attacks); the others are
-    frozen while training. ``state_path``: where the full training state is saved after
+    restricts which parameters are trained (the FTLL/RTLL attacks; else ``cfg.layers``); the
+    others are frozen while training. ``state_path``: where the full training state is saved after
     every epoch; with ``resume=True`` an existing state there is continued.
     ``stop_when(stats)`` ends training early (after ``cfg.cooldown_steps`` more steps at a learning
     rate falling to 0, if set). Under torchrun this runs data-parallel:
@@ -127,6 +128,8 @@ def train(
     train_x, train_y = data.train_x.to(data_dev), data.train_y.to(data_dev)  # uint8 images stay uint8 until a batch is drawn
     if mixer is not None:
         mixer = mixer.to(device)  # trigger images live where the batches are built
+    if params is None and cfg.layers != "all":
+        params = trainable_parameters(model, cfg.layers)
     params = list(params) if params is not None else None
     frozen = _frozen(model, params)
     opt = make_optimizer(params if params is not None else model.parameters(), cfg)
