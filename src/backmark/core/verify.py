@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 
 from ..errors import IncompatibleModel
+from ..models.adapt import per_channel
 from ..models.heads import with_output_layer
 from ..targets import Target, as_target
 from .keygen import MarkingKey, VerificationKey, open_elements
@@ -82,8 +83,10 @@ def verify(
     *,
     alpha: float = DEFAULT_ALPHA,
     indices: Sequence[int] | None = None,
-    device="cpu",
+    device=None,
     output_layer=None,
+    mean=None,
+    std=None,
 ) -> VerificationResult:
     """Private verification of ``model`` (nn.Module, Target or checkpoint path).
 
@@ -91,13 +94,15 @@ def verify(
     TamperedKey / KeyMismatch is raised before the model is queried. ``output_layer``:
     the owner's kept ORIGINAL output layer (nn.Linear, state dict, output-layer file or
     model checkpoint), swapped into a copy of the model before querying, as the paper
-    reports RTLL/RTAL and transfer learning (in-process models only).
+    reports RTLL/RTAL and transfer learning (in-process models only). ``device``: where a module's
+    queries run (None: where it lives). ``mean``/``std``: the normalisation an in-process model's
+    forward expects, applied to the [0, 1] triggers (recorded in ``extra``).
     """
     idx = list(range(vk.size)) if indices is None else [int(i) for i in indices]
     labels = open_elements(mk, vk, idx)
     if output_layer is not None:
         model = with_output_layer(model, output_layer, device=device)
-    target = as_target(model, device=device)
+    target = as_target(model, device=device, mean=mean, std=std)
     check_compatible(target, vk)
     preds = query(target, mk, idx)
     check_compatible(target, vk)  # again: a target may learn its class count from its first answer
@@ -109,6 +114,8 @@ def verify(
     else:
         p0 = null_rate(vk.num_classes, labels, preds)
     extra = {"output_layer_swapped": True} if output_layer is not None else {}
+    if mean is not None:  # the inputs were normalised for the model: part of what was checked
+        extra["input_normalization"] = {"mean": list(per_channel(mean, "mean")), "std": list(per_channel(std, "std"))}
     if callable(getattr(target, "report", None)):  # a remote target: requests, images sent, retries, audit-log head
         extra["queries"] = target.report()
     return VerificationResult(
