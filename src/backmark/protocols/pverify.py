@@ -119,7 +119,7 @@ class SpentLog:
 
     def save(self, *, force: bool = False) -> Path:
         """Write the log atomically (an existing file is replaced only with ``force``)."""
-        return atomic_write_bytes(self.path, self.to_bytes(), force=force)
+        return atomic_write_bytes(self.path, self.to_bytes(), force=force, mode=0o644)  # a public record
 
     def appended(self, entry: dict) -> SpentLog:
         return SpentLog(self.path, self.header, (*self.entries, entry), (*self.heads, _next_head(self.head, entry)))
