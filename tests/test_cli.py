@@ -115,23 +115,27 @@ def every_file(tmp_path_factory):
     code, _, err = run("keygen", "--dataset", "fashion-mnist", "--out", d / "keys", "--size", "20", "--sets", "2")
     assert code == 0, err
     model = create_model("fmnist-cnn", num_classes=10, input_shape=(1, 28, 28), seed=0)
-    save_model(d / "model.safetensors", model, {"model": "fmnist-cnn", "num_classes": 10, "input_shape": [1, 28, 28], "dataset": "fashion-mnist"})
+    meta = {"model": "fmnist-cnn", "num_classes": 10, "input_shape": [1, 28, 28], "dataset": "fashion-mnist"}
+    save_model(d / "model.safetensors", model, meta)
     save_output_layer(d / "fc.safetensors", model)
     user = TinyNet()
     torch.save(user.state_dict(), d / "plain.pt")
     save_file(dict(user.state_dict()), d / "plain.safetensors")
     export_model(model, input_shape=(1, 28, 28), num_classes=10, onnx=d / "model.onnx", torchscript=d / "model.pt")
     mk, vk = [d / "keys" / f for f in ("marking-key.json", "verification-key.json")]
-    code, out, err = run("verify", "--model", d / "model.safetensors", "--marking-key", mk, "--verification-key", vk, "--report", d / "report")
+    code, out, err = run("verify", "--model", d / "model.safetensors", "--marking-key", mk, "--verification-key", vk,
+                         "--report", d / "report")
     assert code == 1, err  # an untrained model: NOT VERIFIED, and the report says so
     assert f"wrote {d / 'report.json'}, {d / 'report.html'}" in out
-    code, _, err = run("public-claim", "--marking-key", mk, "--verification-key", vk, "--out", d / "claim.json", "--alpha", "0.01")
+    code, _, err = run("public-claim", "--marking-key", mk, "--verification-key", vk, "--out", d / "claim.json",
+                       "--alpha", "0.01")
     assert code == 0, err
     from backmark.core.keygen import VerificationKey
 
     SpentLog.new(d / "spent.jsonl", VerificationKey.load(vk)).save()
     AuditLog(d / "audit.jsonl", target="http://127.0.0.1:9/v2/models/m").append("query", images=3, batch_size=3, target="x")
-    save_state(d / "m.safetensors.state", {"epoch": 1, "model": model.state_dict(), "optimizer": {}, "history": [], "config": {}, "run": {}})
+    save_state(d / "m.safetensors.state",
+               {"epoch": 1, "model": model.state_dict(), "optimizer": {}, "history": [], "config": {}, "run": {}})
     (d / "junk.bin").write_bytes(b"\x07" * 64)
     raw = bytearray((d / "model.safetensors").read_bytes())
     raw[-100] ^= 0x10
@@ -141,9 +145,11 @@ def every_file(tmp_path_factory):
 
 
 KINDS = {
-    "keys/verification-key.json": "verification-key", "keys/marking-key.json": "marking-key (SECRET)", "keys/owner-key.pem": "owner-key",
+    "keys/verification-key.json": "verification-key", "keys/marking-key.json": "marking-key (SECRET)",
+    "keys/owner-key.pem": "owner-key",
     "model.safetensors": "checkpoint", "fc.safetensors": "output-layer", "plain.pt": "plain-state-dict",
-    "plain.safetensors": "plain-safetensors", "model.pt": "torchscript", "model.onnx": "onnx", "report.json": "verification-report",
+    "plain.safetensors": "plain-safetensors", "model.pt": "torchscript", "model.onnx": "onnx",
+    "report.json": "verification-report",
     "report.html": "verification-report", "claim.json": "public-claim", "spent.jsonl": "spent-log", "audit.jsonl": "audit-log",
     "m.safetensors.state": "training-state",
 }
@@ -171,8 +177,8 @@ def test_public_files_are_0644_and_secrets_0600(every_file):
 
     d = every_file
     modes = {name: stat.S_IMODE((d / name).stat().st_mode) for name in
-             ("keys/marking-key.json", "keys/owner-key.pem", "keys/verification-key.json", "report.json", "report.html", "claim.json",
-              "model.onnx", "model.pt", "spent.jsonl")}
+             ("keys/marking-key.json", "keys/owner-key.pem", "keys/verification-key.json", "report.json", "report.html",
+              "claim.json", "model.onnx", "model.pt", "spent.jsonl")}
     assert modes == {**{n: 0o644 for n in modes}, "keys/marking-key.json": 0o600, "keys/owner-key.pem": 0o600}
 
 

@@ -84,10 +84,12 @@ def test_a_flipped_byte_anywhere_is_refused(tmp_path):
     weights[8 + header + 1000] ^= 0x01  # one bit of one weight
     meta = bytearray(raw.replace(b'\\"dataset\\": \\"fashion-mnist\\"', b'\\"dataset\\": \\"fashion-mnisT\\"'))
     assert bytes(meta) != raw
-    for name, data, why in (("w.safetensors", weights, "weights do not match"), ("h.safetensors", meta, "metadata does not match")):
+    fresh = lambda p: load_weights(create_model("fmnist-cnn", num_classes=10, input_shape=(1, 28, 28)), p)  # noqa: E731
+    cases = (("w.safetensors", weights, "weights do not match"), ("h.safetensors", meta, "metadata does not match"))
+    for name, data, why in cases:
         bad = tmp_path / name
         bad.write_bytes(bytes(data))
-        for load in (read_checkpoint, load_model, lambda p: load_weights(create_model("fmnist-cnn", num_classes=10, input_shape=(1, 28, 28)), p)):
+        for load in (read_checkpoint, load_model, fresh):
             with pytest.raises(InvalidFile, match=why):
                 load(bad)
     loaded, meta_doc = load_model(path)  # the intact file loads
@@ -141,7 +143,8 @@ def test_plain_state_dicts_load_into_a_users_module(tmp_path):
     torch.save({"epoch": 3, "model": src.state_dict()}, tmp_path / "ckpt.pt")
     torch.save({"module." + k: v for k, v in src.state_dict().items()}, tmp_path / "dp.pt")
     torch.save(src, tmp_path / "whole.pt")  # a pickled module: never unpickled
-    for name, why in (("ckpt.pt", "not a state dict of tensors"), ("dp.pt", "saved from a DataParallel"), ("whole.pt", "weights_only")):
+    cases = (("ckpt.pt", "not a state dict of tensors"), ("dp.pt", "saved from a DataParallel"), ("whole.pt", "weights_only"))
+    for name, why in cases:
         with pytest.raises(InvalidFile, match=why):
             load_weights(TinyNet(), tmp_path / name)
 
@@ -158,8 +161,9 @@ def test_factories_are_imported_called_and_checked(tmp_path, monkeypatch):
     (tmp_path / "badimport.py").write_text("import no_such_package_anywhere\n")
     monkeypatch.chdir(tmp_path)  # a module in the current folder, as `backmark` is run next to it
     assert isinstance(build_model("mynets:net"), torch.nn.Linear)
-    for spec, why in (("mynets", "MODULE:CALLABLE"), ("nomodule_here:f", "no module 'nomodule_here'"), ("mynets:nope", "has no 'nope'"),
-                      ("mynets:broken", "calling it failed: RuntimeError: no GPU here"), ("badimport:f", "importing badimport failed"),
+    for spec, why in (("mynets", "MODULE:CALLABLE"), ("nomodule_here:f", "no module 'nomodule_here'"),
+                      ("mynets:nope", "has no 'nope'"), ("mynets:broken", "calling it failed: RuntimeError: no GPU here"),
+                      ("badimport:f", "importing badimport failed"),
                       ("tests.user_models:not_a_module", "returned a int, not a torch.nn.Module")):
         with pytest.raises(InvalidConfig, match=why):
             build_model(spec)

@@ -4,20 +4,15 @@ import json
 
 import pytest
 import torch
-from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
 
-from backmark.cli import main
 from backmark.core.keygen import open_elements
 
+from .conftest import REPO, serving
+from .test_cli import run
 from .test_targets import FMNIST_MEAN, FMNIST_STD, _normalised_model
 
 FACTORY = "tests.user_models:TinyNet"
-
-
-def run(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-    return result.exit_code, result.stdout, result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +21,9 @@ def trained(tmp_path_factory):
     d = tmp_path_factory.mktemp("user")
     code, _, err = run("keygen", "--dataset", "fashion-mnist", "--out", d / "keys", "--size", "30")
     assert code == 0, err
-    code, out, err = run("train", "--dataset", "fashion-mnist", "--train-size", "2000", "--test-size", "400", "--epochs", "2", "-k", "64",
-                         "--model-factory", "tests.user_models:make_tiny", "--watermark", d / "keys" / "marking-key.json",
+    code, out, err = run("train", "--dataset", "fashion-mnist", "--train-size", "2000", "--test-size", "400", "--epochs", "3",
+                         "-k", "64", "--model-factory", "tests.user_models:make_tiny",
+                         "--watermark", d / "keys" / "marking-key.json",
                          "--out", d / "user.safetensors", "-q", "--json")
     assert code == 0, err
     assert json.loads(out)["warning"] is None
@@ -50,7 +46,8 @@ def test_user_model_trained_verified_attacked_and_exported_with_a_factory(traine
         code, _, err = run("verify", "--model", d / name, *keys(d))
         assert code == 2 and "--model-factory" in err and len(err.strip().splitlines()) == 1, (name, err)
     code, out, err = run("attack", "ftll", "--model", d / "plain.pt", "--model-factory", FACTORY, "--dataset", "fashion-mnist",
-                         "--train-size", "500", "--test-size", "200", "--epochs", "1", "--out", d / "ftll.safetensors", "-q", "--json", *keys(d))
+                         "--train-size", "500", "--test-size", "200", "--epochs", "1", "--out", d / "ftll.safetensors",
+                         "-q", "--json", *keys(d))
     assert code == 0, err
     assert json.loads(out)["blackbox"]["verified"]
     code, out, err = run("verify", "--model", d / "ftll.safetensors", "--model-factory", FACTORY, *keys(d), "--json")
@@ -73,9 +70,11 @@ def test_factory_mistakes_are_one_line(tmp_path):
         code, _, err = run("train", "--dataset", "fashion-mnist", "--model-factory", spec, "--train-size", "100", "--out",
                            tmp_path / "m.safetensors", "-q")
         assert code == 2 and why in err and len(err.strip().splitlines()) == 1, err
-    code, _, err = run("train", "--dataset", "fashion-mnist", "--model", "fmnist-cnn", "--model-factory", FACTORY, "--out", tmp_path / "m")
+    code, _, err = run("train", "--dataset", "fashion-mnist", "--model", "fmnist-cnn", "--model-factory", FACTORY,
+                       "--out", tmp_path / "m")
     assert code == 2 and "not both" in err
-    code, _, err = run("train", "--dataset", "fashion-mnist", "--mean", "0.3", "--std", "0.3", "--train-size", "100", "--out", tmp_path / "m")
+    code, _, err = run("train", "--dataset", "fashion-mnist", "--mean", "0.3", "--std", "0.3", "--train-size", "100",
+                       "--out", tmp_path / "m")
     assert code == 2 and "--model-factory" in err  # a built-in model normalises itself
 
 
@@ -99,38 +98,16 @@ def test_a_normalised_model_verifies_with_mean_std_and_is_hinted_without(small_k
 
 def test_serve_a_users_normalised_model_with_json_lines(small_keys, tmp_path):
     import re
-    import subprocess
-    import sys
-    import threading
-
-    from .conftest import REPO
 
     mk, vk = small_keys
     mk.save(tmp_path / "mk.json")
     vk.save(tmp_path / "vk.json")
     torch.save(_normalised_model(mk, open_elements(mk, vk), FMNIST_MEAN, FMNIST_STD).state_dict(), tmp_path / "norm.pt")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "backmark", "serve", "--model", str(tmp_path / "norm.pt"), "--model-factory", FACTORY,
-         "--mean", "0.286", "--std", "0.353", "--port", "0", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,  # the factory's module is found from here
-    )
-    try:
-        line = []
-        reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(timeout=60)
-        assert line and line[0].strip(), (line, proc.poll(), proc.poll() is not None and proc.stderr.read())
-        ready = json.loads(line[0])
+    args = ["--model", tmp_path / "norm.pt", "--model-factory", FACTORY, "--mean", "0.286", "--std", "0.353", "--port", "0", "--json"]
+    with serving(*args, cwd=REPO) as (line, proc):  # the factory's module is found from the repository's root
+        ready = json.loads(line)
         assert ready["event"] == "ready" and re.fullmatch(r"http://127\.0\.0\.1:\d+/v2/models/norm", ready["url"])
         code, out, err = run("verify", "--target", ready["url"], "--marking-key", tmp_path / "mk.json", "--verification-key",
                              tmp_path / "vk.json")
         assert code == 0 and "OWNERSHIP VERIFIED" in out, err  # served normalised, as the model expects
-    finally:
-        proc.send_signal(2)  # SIGINT: uvicorn shuts down gracefully
-        try:
-            out, _ = proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate(timeout=5)
-            raise
-    assert proc.returncode == 0 and json.loads(out.strip().splitlines()[-1])["event"] == "stopped"
+    assert proc.returncode == 0 and json.loads(proc.rest.strip().splitlines()[-1])["event"] == "stopped"

@@ -3,17 +3,11 @@ silently changed (--resume with other options) or discarded (a rerun without --r
 import json
 
 import pytest
-from click.testing import CliRunner
 from safetensors import safe_open
 
-from backmark.cli import main
+from .test_cli import run
 
 QUICK = ["--dataset", "fashion-mnist", "--train-size", "300", "--test-size", "100", "-q"]
-
-
-def run(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-    return result.exit_code, result.stdout, result.stderr
 
 
 def meta_of(path):
@@ -41,8 +35,8 @@ def test_a_watermark_that_did_not_take_warns_and_exits_1(keys, tmp_path):
     assert w["held"] is False and w["trigger_acc"] < w["needed"] == 25 / 30
     code, _, err = run("train", *QUICK, "--epochs", "1", "--out", tmp_path / "clean.safetensors")
     assert code == 0, err  # NO-WM: no watermark to take, no warning
-    code, out, err = run("embed", *QUICK, "--model", tmp_path / "clean.safetensors", "--watermark", mk, "--epochs", "1", "-k", "1",
-                         "--out", tmp_path / "embedded.safetensors", "--json")
+    code, out, err = run("embed", *QUICK, "--model", tmp_path / "clean.safetensors", "--watermark", mk, "--epochs", "1",
+                         "-k", "1", "--out", tmp_path / "embedded.safetensors", "--json")
     assert code == 1 and "epoch cap (1)" in err and "--until 1 --hold N" in err, err
     assert json.loads(out)["warning"] in err
 

@@ -49,7 +49,8 @@ def _parse_classes(value: str | None):
 
 @main.command()
 @click.argument("name", metavar="NAME")
-@click.option("--model", "model_path", type=click.Path(dir_okay=False), required=True, help="The (stolen) model checkpoint to attack (with --model-factory: any weights file).")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), required=True,
+              help="The (stolen) model checkpoint to attack (with --model-factory: any weights file).")
 @factory_option
 @normalization_options
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Where to write the attacked model (.safetensors).")
@@ -68,7 +69,8 @@ def _parse_classes(value: str | None):
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
-def attack(name, model_path, model_factory, mean, std, out, dataset, data_dir, train_size, test_size, classes, keep_output_layer, marking_key, verification_key,
+def attack(name, model_path, model_factory, mean, std, out, dataset, data_dir, train_size, test_size, classes, keep_output_layer,
+           marking_key, verification_key,
            alpha, device, force, quiet, as_json, **budget_opts):
     """Attack a watermarked model: NAME is ftll, ftal, rtll, rtal, transfer, prune, fine-prune,
     distill or input-transform (docs/attacks.md gives each budget).

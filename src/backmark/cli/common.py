@@ -78,7 +78,8 @@ def emit(as_json: bool, doc: dict, text: str) -> None:
 # -- shared options ---------------------------------------------------------------
 
 FACTORY_HELP = ("Your own architecture: MODULE:CALLABLE returning a torch.nn.Module (MODULE from PYTHONPATH or the "
-                "current folder; importing it runs its code). Its weights: a checkpoint, plain safetensors or torch.save state dict.")
+                "current folder; importing it runs its code). Its weights: a checkpoint, plain safetensors or "
+                "torch.save state dict.")
 MEAN_HELP = "Per-channel mean your model's forward expects the inputs normalised with, e.g. 0.4914,0.4822,0.4465 (with --std)."
 STD_HELP = "Per-channel std of that normalisation (with --mean)."
 

@@ -108,8 +108,8 @@ def keygen(dataset, input_shape, num_classes, out_dir, set_size, num_sets, sourc
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Output checkpoint (.safetensors).")
 @train_options
 @handle_errors
-def train(dataset, data_dir, train_size, test_size, model_name, model_factory, mean, std, marking_key, verification_key, out, as_json,
-          quiet, **o):
+def train(dataset, data_dir, train_size, test_size, model_name, model_factory, mean, std, marking_key, verification_key, out,
+          as_json, quiet, **o):
     """Train a model from scratch, with a watermark (FROMSCRATCH) or without (NO-WM).
 
     Exit 0 when done; 1 when the watermark did not take (trigger accuracy below what
@@ -128,16 +128,19 @@ def train(dataset, data_dir, train_size, test_size, model_name, model_factory, m
     keys = load_keys(marking_key, verification_key) if marking_key else None
     data = load_data(o)
     _, history = train_file(
-        data=data, model_name=None if model_factory else model_name or recipe.model, cfg=cfg, out=out, keys=keys, force=o["force"],
-        resume=o["resume"], device=o["device"], reporter=RichReporter("train", enabled=not quiet), factory=model_factory, mean=mean, std=std,
+        data=data, model_name=None if model_factory else model_name or recipe.model, cfg=cfg, out=out, keys=keys,
+        force=o["force"], resume=o["resume"], device=o["device"], reporter=RichReporter("train", enabled=not quiet),
+        factory=model_factory, mean=mean, std=std,
     )
     warning = weak_watermark_warning(history, keys and keys[1], cfg=cfg, mode="train", out=out)
-    emit(as_json, {"out": out, "history": [h.as_dict() for h in history], "warning": warning}, f"wrote {out}: {history_text(history)}")
+    doc = {"out": out, "history": [h.as_dict() for h in history], "warning": warning}
+    emit(as_json, doc, f"wrote {out}: {history_text(history)}")
     warn_weak_watermark(warning)
 
 
 @main.command()
-@click.option("--model", "model_path", type=click.Path(dir_okay=False), required=True, help="Trained checkpoint to watermark (with --model-factory: any weights file).")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), required=True,
+              help="Trained checkpoint to watermark (with --model-factory: any weights file).")
 @factory_option
 @normalization_options
 @data_options
@@ -149,8 +152,8 @@ def train(dataset, data_dir, train_size, test_size, model_name, model_factory, m
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Output checkpoint (.safetensors).")
 @train_options
 @handle_errors
-def embed(model_path, model_factory, mean, std, dataset, data_dir, train_size, test_size, marking_key, verification_key, until, hold, out,
-          as_json, quiet, **o):
+def embed(model_path, model_factory, mean, std, dataset, data_dir, train_size, test_size, marking_key, verification_key, until,
+          hold, out, as_json, quiet, **o):
     """Embed a watermark into a trained model by fine-tuning (PRETRAINED).
 
     Exit 0 when done; 1 when the watermark did not take (the epoch cap or --until stopped it
@@ -167,15 +170,18 @@ def embed(model_path, model_factory, mean, std, dataset, data_dir, train_size, t
     data = load_data(o)
     _, history = embed_file(
         data=data, model_path=model_path, cfg=cfg, out=out, keys=keys, until=until, hold=hold, force=o["force"],
-        resume=o["resume"], device=o["device"], reporter=RichReporter("embed", enabled=not quiet), factory=model_factory, mean=mean, std=std,
+        resume=o["resume"], device=o["device"], reporter=RichReporter("embed", enabled=not quiet),
+        factory=model_factory, mean=mean, std=std,
     )
     warning = weak_watermark_warning(history, keys[1], cfg=cfg, mode="embed", until=until, out=out)
-    emit(as_json, {"out": out, "history": [h.as_dict() for h in history], "warning": warning}, f"wrote {out}: {history_text(history)}")
+    doc = {"out": out, "history": [h.as_dict() for h in history], "warning": warning}
+    emit(as_json, doc, f"wrote {out}: {history_text(history)}")
     warn_weak_watermark(warning)
 
 
 @main.command()
-@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None, help="Suspect model checkpoint (or --target; with --model-factory: any weights file).")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
+              help="Suspect model checkpoint (or --target; with --model-factory: any weights file).")
 @factory_option
 @click.option("--marking-key", type=click.Path(dir_okay=False), required=True, help="The secret marking key (opened here).")
 @click.option("--verification-key", type=click.Path(dir_okay=False), required=True, help="The public verification key.")
@@ -202,8 +208,8 @@ def verify(model_path, model_factory, marking_key, verification_key, alpha, devi
     if report:
         from ..protocols.report import report_verification
 
-        paths = report_verification(report, result, mk, vk, load_owner_key(None, marking_key), model=model_path or remote["target"],
-                                    seconds=time.perf_counter() - started)
+        paths = report_verification(report, result, mk, vk, load_owner_key(None, marking_key),
+                                    model=model_path or remote["target"], seconds=time.perf_counter() - started)
         doc["report"] = [str(p) for p in paths]
         lines.append(f"wrote {paths[0]}, {paths[1]}")
     if not result.verified and mean is None and _may_expect_normalised(target):
@@ -248,8 +254,8 @@ def models(as_json):
     from ..models import list_models, registered_models
 
     specs = registered_models()
-    doc = {"models": [{"name": m.name, "description": m.description, "input_shape": list(m.input_shape), "num_classes": m.num_classes}
-                      for m in specs]}
+    doc = {"models": [{"name": m.name, "description": m.description, "input_shape": list(m.input_shape),
+                       "num_classes": m.num_classes} for m in specs]}
     emit(as_json, doc, "\n".join(f"{name:16s} {desc}" for name, desc in list_models().items()))
 
 

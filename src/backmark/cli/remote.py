@@ -30,7 +30,8 @@ def target_options(fn):
         click.option("--encoding", type=click.Choice(["png", "png-uri", "list", "float"]), default=None, help="[json] Image encoding: base64 PNG, data URI, uint8 lists, or float lists [png]."),
         click.option("--layout", type=click.Choice(["hwc", "chw"]), default=None, help="[json] Pixel order for list/float [hwc]."),
         click.option("--resize", default=None, metavar="HxW", help="[json] Resize images before sending."),
-        click.option("--mean", default=None, help="Per-channel mean the model expects its inputs normalised with, e.g. 0.5,0.5,0.5: for a model run in process (--model), or a [json] endpoint's float encoding."),
+        click.option("--mean", default=None, help="Per-channel mean the model expects its inputs normalised with, e.g. "
+                     "0.5,0.5,0.5: for a model run in process (--model), or a [json] endpoint's float encoding."),
         click.option("--std", default=None, help="Per-channel std of that normalisation (with --mean)."),
         click.option("--response", default=None, help="[json] Dotted path to the answers in the reply, e.g. predictions or outputs.0 [predictions]."),
         click.option("--output", type=click.Choice(["labels", "topk", "scores"]), default=None, help="[json] What each answer is [labels]."),
@@ -93,7 +94,7 @@ def open_cli_target(model_path, *, vk, device, target, model_factory=None, **o) 
             raise click.UsageError(f"--{given[0].replace('_', '-')} applies to an http(s) --target, not to a model file")
         return open_local(path, factory=model_factory, device=device, mean=o.get("mean"), std=o.get("std"))
     if model_factory:
-        raise click.UsageError("--model-factory builds a model held in this process; an http(s) --target is queried where it runs")
+        raise click.UsageError("--model-factory builds a model run in this process; an http(s) --target runs where it is")
     from ..targets.client import RemoteOptions
     from ..targets.http import JsonEndpoint
 
@@ -110,13 +111,16 @@ def open_cli_target(model_path, *, vk, device, target, model_factory=None, **o) 
                 resize=resize, mean=parse_floats(o["mean"], "--mean"), std=parse_floats(o["std"], "--std"),
                 class_names=tuple(n.strip() for n in o["class_names"].split(",")) if o["class_names"] else None,
             )
-        return open_target(target, remote=remote, endpoint=endpoint, protocol=o["protocol"] or "auto", num_classes=vk.num_classes), None, None
+        remote_target = open_target(target, remote=remote, endpoint=endpoint, protocol=o["protocol"] or "auto",
+                                    num_classes=vk.num_classes)
+        return remote_target, None, None
     except ValueError as e:
         raise click.UsageError(str(e)) from None
 
 
 @main.command()
-@click.option("--model", "model_path", type=click.Path(dir_okay=False), required=True, help="Model to serve: a checkpoint, TorchScript .pt or .onnx file (with --model-factory: any weights file).")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), required=True,
+              help="Model to serve: a checkpoint, TorchScript .pt or .onnx file (with --model-factory: any weights file).")
 @factory_option
 @normalization_options
 @click.option("--name", default=None, help="Model name in the URL [the file's name].")
@@ -150,10 +154,10 @@ def serve(model_path, model_factory, mean, std, name, host, port, max_batch, dev
     shape = "x".join(map(str, target.input_shape)) if target.input_shape else "any shape"
 
     def ready(url):
-        doc = {"event": "ready", "model": name, "url": f"{url}/v2/models/{name}", "input_shape": target.input_shape and list(target.input_shape),
-               "num_classes": target.num_classes}
-        line = json.dumps(doc, sort_keys=True)  # one line a script can read as soon as the server listens
-        click.echo(line if as_json else f"serving {name} ({shape}, {target.num_classes or '?'} classes) at {url}/v2/models/{name}  (Ctrl-C stops)")
+        doc = {"event": "ready", "model": name, "url": f"{url}/v2/models/{name}", "num_classes": target.num_classes,
+               "input_shape": target.input_shape and list(target.input_shape)}
+        text = f"serving {name} ({shape}, {target.num_classes or '?'} classes) at {url}/v2/models/{name}  (Ctrl-C stops)"
+        click.echo(json.dumps(doc, sort_keys=True) if as_json else text)  # one line a script can read once the server listens
         sys.stdout.flush()
 
     try:
@@ -167,7 +171,8 @@ def serve(model_path, model_factory, mean, std, name, host, port, max_batch, dev
 
 
 @main.command()
-@click.option("--model", "model_path", type=click.Path(dir_okay=False), required=True, help="Checkpoint to export (with --model-factory: any weights file).")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), required=True,
+              help="Checkpoint to export (with --model-factory: any weights file).")
 @factory_option
 @normalization_options
 @click.option("--input-shape", default=None, help="CxHxW the model takes, for a weights file that does not record it.")

@@ -139,7 +139,8 @@ def _onnx(p: Path, raw: bytes) -> dict:
         return [d.dim_value or d.dim_param or None for d in v.type.tensor_type.shape.dim]
 
     return {"kind": "onnx", "checked": ["onnx.checker"], "opset": [o.version for o in proto.opset_import],
-            "inputs": {i.name: dims(i) for i in proto.graph.input}, "outputs": {o.name: dims(o) for o in proto.graph.output}, **meta}
+            "inputs": {i.name: dims(i) for i in proto.graph.input}, "outputs": {o.name: dims(o) for o in proto.graph.output},
+            **meta}
 
 
 def _json(p: Path, raw: bytes) -> dict:
@@ -164,7 +165,8 @@ def _json(p: Path, raw: bytes) -> dict:
                 "owner": vk.owner_fingerprint, "elements": vk.size, **body}
     if fmt == MK_FORMAT:
         mk = MarkingKey.load(p)
-        return {"kind": "marking-key (SECRET)", "checked": ["checksum", "canonical form"], "marking_key_for": mk.verification_key_fingerprint,
+        return {"kind": "marking-key (SECRET)", "checked": ["checksum", "canonical form"],
+                "marking_key_for": mk.verification_key_fingerprint,
                 "elements": mk.size, "input_shape": mk.input_shape, "source": mk.source}
     if fmt == CLAIM_FORMAT:
         return _claim(p)

@@ -70,9 +70,8 @@ def _start(out, *, force: bool, resume: bool, data: Dataset, keys) -> Path:
                 f"{state} holds the training state of an interrupted run: pass --resume to continue it, "
                 "or --force to start afresh (deletes it)"
             )
-        if is_main_process():
-            state.unlink()
-        barrier()  # no rank starts while the old state may still be read
+        if is_main_process():  # a fresh run never reads it, so the other ranks need not wait for this
+            state.unlink(missing_ok=True)
     if keys is not None:
         check_pair(*keys)
         check_key_fits(keys[1], data)
@@ -138,12 +137,15 @@ def check_outputs(model: nn.Module, data: Dataset, label: str) -> None:
         with torch.no_grad():
             out = model(torch.zeros(2, *data.input_shape, device=module_device(model)))
     except RuntimeError as e:
-        raise IncompatibleModel(f"{label} cannot take {data.name} images {data.input_shape} (C, H, W): {str(e).splitlines()[0]}") from None
+        first = str(e).splitlines()[0]
+        raise IncompatibleModel(f"{label} cannot take {data.name} images {data.input_shape} (C, H, W): {first}") from None
     finally:
         for m, training in was:
             m.training = training
     if tuple(out.shape) != (2, data.num_classes):
-        raise IncompatibleModel(f"{label} answers scores of shape {tuple(out.shape[1:])} per image, but {data.name} has {data.num_classes} classes")
+        raise IncompatibleModel(
+            f"{label} answers scores of shape {tuple(out.shape[1:])} per image, but {data.name} has {data.num_classes} classes"
+        )
 
 
 def train_file(
@@ -211,7 +213,8 @@ def embed_file(
     if label:
         check_outputs(model, data, label)
     mk, vk = keys
-    run = _run_info("embed", data, model, meta.get("model"), label, vk, until=until, hold=hold, source_sha256=file_sha256(model_path))
+    run = _run_info("embed", data, model, meta.get("model"), label, vk, until=until, hold=hold,
+                    source_sha256=file_sha256(model_path))
     history = mark_pretrained(model, data, mk, cfg, until=until, hold=hold, state_path=state, resume=resume, device=device,
                               reporter=reporter, run=run)
     extra = {"model_name": meta.get("model"), "pretrained_from": {"path": str(model_path), "sha256": run["source_sha256"],
@@ -251,7 +254,9 @@ def weak_watermark_warning(history: list[EpochStats], vk: VerificationKey | None
     if mode == "embed":
         why = f"--until {until:g} stops below that; " if until is not None and until < w["needed"] else ""
         stopped = f"it stopped at the epoch cap ({cfg.epochs}); " if len(history) >= cfg.epochs else ""
-        fix = f"{why}{stopped}raise --epochs (the cap), -k (now {cfg.trigger_k}) or --lr (now {cfg.lr:g}), or use --until 1 --hold N"
+        fix = (f"{why}{stopped}raise --epochs (the cap), -k (now {cfg.trigger_k}) or --lr (now {cfg.lr:g}), "
+               "or use --until 1 --hold N")
     else:
-        fix = f"train longer (--epochs, now {cfg.epochs}), with more triggers per batch (-k, now {cfg.trigger_k}) or another --lr (now {cfg.lr:g})"
+        fix = (f"train longer (--epochs, now {cfg.epochs}), with more triggers per batch (-k, now {cfg.trigger_k}) "
+               f"or another --lr (now {cfg.lr:g})")
     return f"{what}; {fix}" + (f"; {out} was written all the same" if out else "")

@@ -76,7 +76,8 @@ class AdaptedModel(nn.Module):
         self.normalize = None
         self._normalization = None
         if mean is not None:
-            self._normalization = {"mean": list(per_channel(mean, "mean")), "std": list(per_channel(std, "std"))}  # as given, not float32
+            # kept as given (a float32 buffer would record 0.28600001335 for 0.286)
+            self._normalization = {"mean": list(per_channel(mean, "mean")), "std": list(per_channel(std, "std"))}
             self.normalize = Normalize(self._normalization["mean"], self._normalization["std"]).to(module_device(inner))
         self.label = name
         for attr in ("input_shape", "num_classes"):  # declared by built-in models; kept for targets

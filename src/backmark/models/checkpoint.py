@@ -49,7 +49,8 @@ def save_model(path: str | os.PathLike, model: nn.Module, meta: dict, *, force: 
         meta = {**meta, "input_normalization": model.normalization}
         model = model.inner
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    doc = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "backmark": __version__, **meta, "tensors_sha256": tensors_sha256(tensors)}
+    doc = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "backmark": __version__, **meta,
+           "tensors_sha256": tensors_sha256(tensors)}
     doc["metadata_sha256"] = metadata_sha256(doc)
     return atomic_write_bytes(path, save(tensors, metadata={"backmark": json.dumps(doc, sort_keys=True)}), force=force)
 

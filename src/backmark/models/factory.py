@@ -41,7 +41,9 @@ def load_factory(spec: str) -> Factory:
         obj = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
-            raise InvalidConfig(f"--model-factory {spec!r}: no module {module_name!r} on PYTHONPATH or in the current folder") from None
+            raise InvalidConfig(
+                f"--model-factory {spec!r}: no module {module_name!r} on PYTHONPATH or in the current folder"
+            ) from None
         raise InvalidConfig(f"--model-factory {spec!r}: importing {module_name} failed: {e}") from None
     except Exception as e:  # noqa: BLE001  (the user's module failed at import: say so in one line)
         raise InvalidConfig(f"--model-factory {spec!r}: importing {module_name} failed: {type(e).__name__}: {e}") from None
@@ -118,7 +120,7 @@ def open_model(path, *, factory: str | Factory | None = None, device="cpu", mean
     meta = load_weights(inner, path)
     norm = resolve_normalization(meta, mean, std, path)
     if norm and starts_with_normalize(inner):
-        raise InvalidConfig("--mean/--std: the factory's model already starts with a backmark Normalize; it would normalise twice")
+        raise InvalidConfig("--mean/--std: the factory's model starts with a backmark Normalize: it would normalise twice")
     for attr in ("input_shape", "num_classes"):  # declared as built-in models do, so targets check the key's shape
         if meta.get(attr) is not None and getattr(inner, attr, None) is None:
             setattr(inner, attr, tuple(meta[attr]) if attr == "input_shape" else meta[attr])

@@ -57,8 +57,8 @@ def save_output_layer(path: str | os.PathLike, model: nn.Module, meta: dict | No
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in fc.state_dict().items()}
     from .weights import tensors_sha256
 
-    doc = {"format": LAYER_FORMAT, "version": LAYER_VERSION, "in_features": fc.in_features, "out_features": fc.out_features, **(meta or {}),
-           "tensors_sha256": tensors_sha256(tensors)}
+    doc = {"format": LAYER_FORMAT, "version": LAYER_VERSION, "in_features": fc.in_features, "out_features": fc.out_features,
+           **(meta or {}), "tensors_sha256": tensors_sha256(tensors)}
     return atomic_write_bytes(path, save(tensors, metadata={"backmark": json.dumps(doc, sort_keys=True)}), force=force)
 
 

@@ -124,7 +124,10 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source) -> None
         problems.append(f"{len(unexpected)} unexpected (first {unexpected[0]!r})")
     if shapes:
         k = shapes[0]
-        problems.append(f"{len(shapes)} of another shape (first {k!r}: {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the model)")
+        problems.append(
+            f"{len(shapes)} of another shape (first {k!r}: {tuple(state[k].shape)} in the file, "
+            f"{tuple(own[k].shape)} in the model)"
+        )
     if problems:
         hint = ""
         if unexpected and all(k.startswith("module.") for k in state):

@@ -94,12 +94,12 @@ def as_target(obj, *, device=None, mean=None, std=None) -> Target:
     if isinstance(obj, (str, os.PathLike)):
         if mean is not None or std is not None:
             if target_kind(obj) != "checkpoint":
-                raise IncompatibleModel(f"mean/std apply to in-process PyTorch models, not to a {target_kind(obj)} target ({obj})")
+                raise IncompatibleModel(f"mean/std apply to models run in process, not to a {target_kind(obj)} target ({obj})")
             return load_target(obj, device=device or "cpu", mean=mean, std=std)
         return open_target(obj, device=device or "cpu")
     if isinstance(obj, Target):
         if mean is not None or std is not None:
-            raise IncompatibleModel("mean/std apply to modules and checkpoints; a Target given as it is normalises as it was built")
+            raise IncompatibleModel("mean/std apply to modules and checkpoints; a Target normalises as it was built")
         return obj
     raise TypeError(f"cannot query a {type(obj).__name__}: pass an nn.Module, a Target, a model file or a URL")
 

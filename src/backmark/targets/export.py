@@ -154,7 +154,8 @@ def export_file(model_path: str | os.PathLike, *, onnx=None, torchscript=None, f
     num_classes = meta.get("num_classes") or _classes(model, shape, model_path)
     return export_model(
         model, input_shape=shape, num_classes=num_classes, onnx=onnx, torchscript=torchscript,
-        force=force, model_name=meta.get("model") or (factory if isinstance(factory, str) else None), source_sha256=file_sha256(model_path),
+        force=force, model_name=meta.get("model") or (factory if isinstance(factory, str) else None),
+        source_sha256=file_sha256(model_path),
     )
 
 

@@ -115,8 +115,9 @@ def train(
     frozen while training. ``state_path``: where the full training state is saved after
     every epoch; with ``resume=True`` an existing state there is continued.
     ``stop_when(stats)`` ends training early. ``run``: what else defines the run (data, model,
-    key; JSON-able), saved in the state with the config: a resume that changes either is refused
-    (:func:`~backmark.training.state.check_resume`). Under torchrun this runs data-parallel:
+    key; JSON-able), saved in the state with the config; given it, a resume that changes either
+    is refused (:func:`~backmark.training.state.check_resume`; without it, a resume may extend
+    ``cfg.epochs``). Under torchrun this runs data-parallel:
     rank 0 alone saves the state and reports progress; the stats are global.
     """
     ctx = distributed.setup(device)
@@ -138,7 +139,8 @@ def train(
     start_epoch = 0
     state = _resume_state(state_path, ctx) if resume else None
     if state is not None:
-        check_resume(state, cfg, run, state_path)
+        if run is not None:  # the caller describes its run (train_file and embed_file always do): hold it to it
+            check_resume(state, cfg, run, state_path)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         history = [EpochStats(**h) for h in state["history"]]

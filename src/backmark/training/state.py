@@ -42,7 +42,8 @@ def check_resume(state: dict, cfg, run: dict | None, path) -> None:
     new = {**{f"config.{k}": v for k, v in cfg.to_dict().items()}, **{f"run.{k}": v for k, v in dict(run or {}).items()}}
     changed = [k for k in sorted(set(saved) | set(new)) if _norm(saved.get(k, _MISSING)) != _norm(new.get(k, _MISSING))]
     if changed:
-        diffs = ", ".join(f"{k.split('.', 1)[1]} {_show(saved.get(k, _MISSING))} -> {_show(new.get(k, _MISSING))}" for k in changed)
+        diffs = ", ".join(f"{k.split('.', 1)[1]} {_show(saved.get(k, _MISSING))} -> {_show(new.get(k, _MISSING))}"
+                          for k in changed)
         raise InvalidConfig(
             f"--resume: the run saved in {path} differs from this one ({diffs}); rerun with its options, "
             "or pass --force instead of --resume to start afresh (deletes the saved state)"
