@@ -196,7 +196,8 @@ def test_cli_attack_keeps_the_layer_and_verify_uses_it(tmp_path, marked, small_k
     assert doc["attack"] == "rtll" and doc["kept_layer"]["passed"] and doc["kept_layer"]["verdict"] == "white-box" and doc["test_acc_before"] is not None
     verify_args = ["verify", "--model", str(tmp_path / "rtll.safetensors"), "--marking-key", str(tmp_path / "mk.json"),
                    "--verification-key", str(tmp_path / "vk.json")]
-    assert run.invoke(main, [*verify_args, "--output-layer", str(tmp_path / "fc.safetensors")]).exit_code == 0
+    res = run.invoke(main, [*verify_args, "--output-layer", str(tmp_path / "fc.safetensors")])
+    assert res.exit_code == 2 and "needs --release" in res.output  # a kept head is evidence only with the owner's release record
     # a budget option the attack does not have, an unknown attack, an existing output: exit 2, one line
     res = run.invoke(main, ["attack", "rtll", "--model", str(path), "--out", str(tmp_path / "x.safetensors"), "--amount", "0.5"])
     assert res.exit_code == 2 and "takes no --amount" in res.output
