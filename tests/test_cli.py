@@ -64,7 +64,7 @@ def test_errors_are_one_line_exit_2(flow, tmp_path):
         code, out, err = run(*args)
         assert code == 2, (args, out, err)
         lines = err.strip().splitlines()
-        assert len(lines) == 1 or lines[0].startswith("Usage:"), err
+        assert len(lines) == 1 and lines[0].startswith("error: "), err
         assert needle in err, (needle, err)
 
 
@@ -128,11 +128,12 @@ def every_file(tmp_path_factory):
     assert code == 1, err  # an untrained model: NOT VERIFIED, and the report says so
     assert f"wrote {d / 'report.json'}, {d / 'report.html'}" in out
     code, _, err = run("public-claim", "--marking-key", mk, "--verification-key", vk, "--out", d / "claim.json",
-                       "--alpha", "0.01")
+                       "--model", d / "model.safetensors", "--alpha", "0.01", "--allow-weak-alpha")
     assert code == 0, err
     from backmark.core.keygen import VerificationKey
+    from backmark.crypto import OwnerKey
 
-    SpentLog.new(d / "spent.jsonl", VerificationKey.load(vk)).save()
+    SpentLog.new(d / "spent.jsonl", VerificationKey.load(vk), OwnerKey.generate().public_hex).save()
     AuditLog(d / "audit.jsonl", target="http://127.0.0.1:9/v2/models/m").append("query", images=3, batch_size=3, target="x")
     save_state(d / "m.safetensors.state",
                {"epoch": 1, "model": model.state_dict(), "optimizer": {}, "history": [], "config": {}, "run": {}})

@@ -5,7 +5,7 @@
 Every file backmark writes or reads is recognised by its content (not its name) and checked
 by the same loader that uses it: keys (signature, checksum), checkpoints and output-layer
 files (content hashes), plain state dicts and safetensors files, TorchScript and ONNX
-exports (structure and metadata; neither is run), reports (signature, arithmetic), public
+exports (structure and metadata; neither is run), reports (signature; `check-report` does the rest), public
 claims (signature), spent logs and audit logs (hash chains), training state, owner keys (the
 public fingerprint only: the secret is never shown) and reproduction results. A file that
 fails its check raises the loader's one-line error; one of no known kind raises InvalidFile.
@@ -189,14 +189,17 @@ def _json(p: Path, raw: bytes) -> dict:
 
 
 def _report(p: Path) -> dict:
-    from ..protocols.report import check_report
+    from ..crypto.sign import open_signed
+    from ..protocols.report import load_report
 
-    chk = check_report(p)
-    if not chk.ok:
-        raise TamperedRecord(f"{p}: {'; '.join(chk.problems)}")
-    b = chk.doc["body"]
-    return {"kind": "verification-report", "checked": chk.checked, "created": b.get("created"), "decision": b.get("decision"),
-            "verification_key": b.get("verification_key"), "owner": b.get("owner"), "model": b.get("model")}
+    doc = load_report(p)  # its format and version; a page whose text differs from the record it embeds
+    b, problem = open_signed(doc, what="report")
+    if problem:
+        raise TamperedRecord(f"{p}: {problem}")
+    return {"kind": "verification-report", "checked": ["owner signature", "page matches its record"], "created": b.get("created"),
+            "verdict": b.get("verdict"), "decision": b.get("decision"), "verification_key": b.get("verification_key"),
+            "owner": b.get("owner"), "model": b.get("model"),
+            "note": "openings, arithmetic and verdict: backmark check-report FILE --verification-key VK"}
 
 
 def _claim(p: Path) -> dict:

@@ -10,6 +10,7 @@ what verification needs (the CLI warns and exits 1; the checkpoint is written al
 from __future__ import annotations
 
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -17,7 +18,7 @@ from torch import nn
 
 from ..core.keygen import MarkingKey, VerificationKey, check_pair
 from ..core.mark import mark_from_scratch, mark_pretrained
-from ..core.stats import DEFAULT_ALPHA, null_rate, threshold
+from ..core.stats import DEFAULT_ALPHA, threshold
 from ..data import Dataset
 from ..errors import IncompatibleModel, InvalidConfig, OutputExists
 from ..io.files import check_writable
@@ -233,7 +234,7 @@ def watermark_strength(history: list[EpochStats], vk: VerificationKey, *, alpha:
     from ..protocols.pverify import set_alpha
 
     n, a = (vk.size, alpha) if vk.num_sets == 1 else (vk.set_size, set_alpha(alpha, vk.num_sets))
-    needed = threshold(n, null_rate(vk.num_classes), a) / n
+    needed = threshold(n, Fraction(1, vk.num_classes), a) / n
     acc = history[-1].trigger_acc if history else None
     return {"trigger_acc": acc, "needed": needed, "held": acc is not None and acc >= needed}
 

@@ -123,10 +123,13 @@ def model_meta(model_name: str | None, data_info: dict, **extra) -> dict:
 
 
 def weights_sha256(model: nn.Module) -> str:
-    """SHA-256 of a module's state dict as safetensors bytes: the name of in-process weights."""
+    """SHA-256 of a module's state dict as safetensors bytes: the name of in-process weights
+    (of the user's own module behind an AdaptedModel or a DataParallel/DDP wrapper)."""
     from safetensors.torch import save
 
-    from ..io.hashing import sha256_hex
+    from .adapt import unwrap_parallel
 
+    model = unwrap_parallel(model)
+    model = unwrap_parallel(model.inner) if isinstance(model, AdaptedModel) else model
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     return sha256_hex(save(tensors))
