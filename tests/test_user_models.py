@@ -49,7 +49,7 @@ def test_user_model_trained_verified_attacked_and_exported_with_a_factory(traine
                          "--train-size", "500", "--test-size", "200", "--epochs", "1", "--out", d / "ftll.safetensors",
                          "-q", "--json", *keys(d))
     assert code == 0, err
-    assert json.loads(out)["blackbox"]["verified"]
+    assert json.loads(out)["blackbox"]["verdict"] == "ownership"
     code, out, err = run("verify", "--model", d / "ftll.safetensors", "--model-factory", FACTORY, *keys(d), "--json")
     assert code == 0 and json.loads(out)["verified"], err
     code, _, err = run("export", "--model", d / "plain.pt", "--model-factory", FACTORY, "--torchscript", d / "u.ts")
