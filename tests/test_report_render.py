@@ -207,3 +207,37 @@ def test_cli_writes_the_pdf_beside_and_check_report_refuses_it(tmp_path):
     assert "NOT VERIFIED" in text and "Nothing about ownership" in text
     res = r.invoke(main, ["check-report", str(tmp_path / "rep.pdf"), "--verification-key", vk_file])
     assert res.exit_code == 2 and "not a backmark report" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.timeout(60)
+def test_a_remote_check_names_the_endpoint_and_the_audit_log_head(keys, tmp_path):
+    from backmark.targets import TorchTarget, open_target
+    from backmark.targets.client import RemoteOptions
+    from backmark.targets.serve import BackgroundServer, V2App
+
+    owner, mk, vk = keys
+    with BackgroundServer(V2App(TorchTarget(KeyTarget(mk)), name="wm")) as srv:  # 127.0.0.1, a free port
+        url = f"{srv.url}/v2/models/wm"
+        result = verify(open_target(url, remote=RemoteOptions(timeout=5.0, audit_log=str(tmp_path / "audit.jsonl"))), mk, vk)
+    doc = make_report(result, mk, vk, owner, model_info={"name": url, "sha256": None, "hashed": None})
+    head = doc["body"]["query"]["queries"]["audit_head"]
+    assert result.verified and len(head) == 64
+    text = flat(html.unescape(re.sub(r"<[^>]+>", " ", render_html(doc))))
+    assert f"the model served at {url} (" in text and f"The audit log (head {head}) records every request and answer" in text
+    assert "not identified by a hash" in text
+    recheck = re.search(r"backmark check-report [^\n<]*", render_html(doc)).group(0)
+    assert "--model" not in recheck  # nothing to re-query offline: the audit log is the record of the answers
+
+
+def test_named_parties_and_class_names_are_shown_when_the_record_has_them(marked):
+    """The proposed optional body fields ``parties`` and ``classes``: shown as recorded; absent, the page says so."""
+    text = flat(html.unescape(render_html(marked)))
+    assert "which belongs to the holder of owner key" in text and "not named in this report" in text
+    named = json.loads(json.dumps(marked))
+    fmnist = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    named["body"].update(parties={"owner": "Example Vision Ltd", "verifier": "J. Analyst"}, classes=fmnist)
+    text = flat(html.unescape(render_html(named)))
+    el = named["body"]["elements"][0]
+    assert "J. Analyst tested whether the model" in text and "which belongs to Example Vision Ltd." in text
+    assert f"#0: label {el['label']} ({fmnist[el['label']]}), answer {el['prediction']} ({fmnist[el['prediction']]})" in text
+    assert "0 T-shirt/top, 1 Trouser" in text

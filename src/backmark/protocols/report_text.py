@@ -57,11 +57,11 @@ def rational(text) -> Fraction:
     return Fraction(num, den)
 
 
-def _who(b: dict) -> tuple[str, str]:
-    """(owner, verifier) as the report names them (the optional signed ``parties``)."""
+def _who(b: dict) -> tuple[str, str | None]:
+    """(owner, verifier or None) as the report names them (the optional signed ``parties``)."""
     parties = b.get("parties") or {}
     owner = parties.get("owner") or f"the holder of owner key {b['owner'][:16]}"
-    return str(owner), str(parties.get("verifier") or "The verifier")
+    return str(owner), None if not parties.get("verifier") else str(parties["verifier"])
 
 
 def _class(b: dict, label) -> str:
@@ -95,7 +95,7 @@ def _summary(b: dict, chance: Fraction | None) -> list[str]:
                 "sets, so the owner could not pick the images." if sel["kind"] == "pverify" else "")
     expect = "" if chance is None else (f"; a model that never saw the key would match about {float(d['n'] * chance):.3g} "
                                         f"(each label by chance with probability {float(chance):.3g})")
-    tested = (f"{verifier} tested whether the model {_model(b)} carries the watermark of verification key "
+    tested = (f"{verifier or 'The verifier'} tested whether the model {_model(b)} carries the watermark of verification key "
               f"{b['verification_key'][:16]}, which belongs to {owner}. The key holds secret trigger images (abstract "
               f"pictures of no class), each with a label fixed before this model was examined: {how}. {queried}{one_time} "
               f"On {b['created']} the model gave the key's label for {d['matches']} of the {d['n']} images{expect}.")
@@ -151,8 +151,10 @@ def _rows(b: dict, chance: Fraction | None) -> list[tuple[str, str]]:
             rows.append((f"Query: {k}", str(val)))
     rows += [
         ("Owner", f"{owner}; owner key fingerprint {b['owner']} (SHA-256 of the Ed25519 public key {b['owner_public_key']})"),
-        ("Verifier", verifier if sel["kind"] != "pverify" else
-         f"{verifier}; verifier key {sel['log']['header'].get('verifier_public_key')} (signs the spent log)"),
+        ("Verifier", ("not named in this report" if verifier is None else f"{verifier} (as the owner-signed "
+                      "report names them)") + ("" if sel["kind"] != "pverify" else
+                                               f"; verifier key {sel['log']['header'].get('verifier_public_key')} "
+                                               "(signs the spent log)")),
         ("Verification key", str(b["verification_key"])),
         ("Labels", f"{b['label_mode']}; {b['num_classes']} classes; commitments {b['commitment']}; input shape "
                    f"{'x'.join(str(s) for s in b['input_shape'])}"),
