@@ -93,9 +93,23 @@ def test_the_chart_is_the_exact_binomial():
 
 @pytest.mark.parametrize("kind", ["ownership", "calibrated", "white-box", "not-verified", "owner-chosen-labels", "weak-alpha"])
 def test_every_verdict_kind_is_explained(marked, kind):
-    body = json.loads(json.dumps(marked["body"]))
+    doc = json.loads(json.dumps(marked))
+    body = doc["body"]
     body["verdict"] = {"kind": kind, "text": kind.upper(), "claims_ownership": kind in ("ownership", "calibrated")}
+    if kind == "calibrated":
+        body["null"] = {"kind": "calibrated", "p0": "3/20", "alpha_bound": 2.0**-65, "pooled_matches": 9, "pooled_trials": 80,
+                        "references": [{"name": f"ref{i}.safetensors", "sha256": "ab" * 32, "matches": 4 + i, "n": N}
+                                       for i in (0, 1)]}
+    if kind == "white-box":
+        body["view"] = {"kind": "white-box-head", "head_sha256": "cd" * 32, "bound": True,
+                        "anchored_at": "2026-01-02T00:00:00Z", "suspect_seen_at": None, "release": {}}
     assert shows(body) and does_not_show(body) and limitations(body)
+    page = flat(html.unescape(render_html(doc)))  # the whole page renders for every kind
+    assert f'id="verdict">{kind.upper()}</p>' in page and "What it does not show." in page
+    if kind == "calibrated":
+        assert "2 reference models trained independently of the owner matched 9 of 80" in page and "ref1.safetensors" in page
+    if kind == "white-box":
+        assert "White-box view: the answers come from the model with the owner's head (SHA-256 " + "cd" * 32 in page
     body["verdict"]["kind"] = "something-new"
     with pytest.raises(ValueError, match="unknown verdict kind"):
         shows(body)

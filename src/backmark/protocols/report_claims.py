@@ -102,8 +102,10 @@ def limitations(b: dict) -> list[str]:
                    "differently; the model behind it is not identified by a hash. "
                    + (f"The audit log (head {head}) records every request and answer." if head else
                       "No audit log was kept for these queries."))
-    else:
+    elif b["model"].get("sha256"):
         out.append("The result concerns the model identified by the SHA-256 above, as it was when tested.")
+    else:
+        out.append("The model is not identified by a hash: nothing in this report ties the result to a particular file.")
     out.append("A watermark can be removed: retraining or distilling a model on another model's answers (model extraction) "
                "removes this scheme's watermark at no loss of accuracy (Lukas et al., IEEE S&P 2022). A model that is not "
                "verified may still be derived from the owner's.")

@@ -79,7 +79,7 @@ def _model(b: dict) -> str:
         return f"in the file {m.get('name')} (SHA-256 {m.get('sha256')})"
     if m.get("hashed") == "weights":
         return f"{m.get('name')} (in-process; SHA-256 of its weights {m.get('sha256')})"
-    return f"{m.get('name')} (not identified by a hash)"
+    return f"{m.get('name') or 'that was verified'} (not identified by a hash)"
 
 
 def _summary(b: dict, chance: Fraction | None) -> list[str]:
