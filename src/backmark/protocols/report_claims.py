@@ -40,9 +40,10 @@ def shows(b: dict) -> str:
     """What the verdict proves, in one paragraph."""
     kind, v, view = b["verdict"]["kind"], b["verdict"], b["view"]
     if kind == "ownership":
-        return ("This model was trained with this key's secret trigger set, or on the answers of a model that was. "
-                "The only other explanation, matching this many labels by chance, has a probability below the bar stated "
-                "above.")
+        sel = b["selection"]
+        bar = alpha_words(sel["alpha_total"] if sel["kind"] == "pverify" else b["alpha"])
+        return ("This model was trained with this key's secret trigger set, or on the answers of a model that was, "
+                f"unless an event of probability at most {bar} happened (matching this many labels by chance).")
     if kind == "calibrated":
         return (f"The model gives the owner's chosen labels far more often than the verifier's "
                 f"{len(b['null'].get('references') or ())} reference models of the task, trained independently of the "
