@@ -4,8 +4,8 @@
 #
 #   bash experiments/report_pictures.sh OUT [PICTURES]     e.g. bash experiments/report_pictures.sh runs/report
 #
-# Steps: keygen (100 derived-label triggers, a named owner), train FROMSCRATCH on 4000 images
-# (3 epochs, 64 triggers per batch: about a minute on 2 CPU cores), verify --report OUT/report
+# Steps: keygen (100 derived-label triggers, a named owner), train FROMSCRATCH on 2000 images
+# (3 epochs, 64 triggers per batch: under a minute on 2 CPU cores), verify --report OUT/report
 # (writes report.json, .html, .pdf), check-report, then the screenshot and the PDF page into
 # PICTURES [docs/results/report]. Needs Debian's chromium and poppler-utils (scripts/setup.sh).
 set -euo pipefail
@@ -16,7 +16,7 @@ PY=${PYTHON:-.venv/bin/python}
 mkdir -p "$OUT" "$PICS"
 KEYS=$OUT/keys
 [ -f "$KEYS/verification-key.json" ] || $BM keygen --dataset fashion-mnist --size 100 --owner "Example Vision Ltd" --out "$KEYS"
-[ -f "$OUT/wm.safetensors" ] || $BM train --dataset fashion-mnist --train-size 4000 --test-size 1000 --epochs 3 -k 64 \
+[ -f "$OUT/wm.safetensors" ] || $BM train --dataset fashion-mnist --train-size 2000 --test-size 500 --epochs 3 -k 64 \
   --seed 0 --device cpu --watermark "$KEYS/marking-key.json" --out "$OUT/wm.safetensors" -q
 $BM verify --model "$OUT/wm.safetensors" --marking-key "$KEYS/marking-key.json" \
   --verification-key "$KEYS/verification-key.json" --report "$OUT/report" --force
