@@ -45,8 +45,8 @@ def test_report_round_trip_json_and_html(setup, tmp_path):
     _d, owner, mk, vk = setup
     result = verify(KeyTarget(mk), mk, vk)
     doc = make_report(result, mk, vk, owner, model_info={"name": "key-target", "sha256": None, "hashed": None}, seconds=0.5)
-    j, h = write_report(doc, tmp_path / "evidence" / "report")
-    assert (j.name, h.name) == ("report.json", "report.html")
+    j, h, p = write_report(doc, tmp_path / "evidence" / "report")
+    assert (j.name, h.name, p.name) == ("report.json", "report.html", "report.pdf")
     page = h.read_text()
     assert page.count("data:image/png;base64,") == 50 and "http://" not in page and "https://" not in page
     assert "OWNERSHIP VERIFIED" in page and vk.fingerprint in page
@@ -64,7 +64,7 @@ def test_edits_are_caught(setup, tmp_path):
     d, owner, mk, vk = setup
     result = verify(d / "m.safetensors", mk, vk)
     doc = make_report(result, mk, vk, owner, model_info=describe(d / "m.safetensors"))
-    j, h = write_report(doc, tmp_path / "r")
+    j, h, _ = write_report(doc, tmp_path / "r")
     assert check_report(j, vk=vk, model=d / "m.safetensors").ok
     # any edit without a new signature
     for edit in ("verdict", "prediction", "signature"):
@@ -105,7 +105,7 @@ def test_edits_are_caught(setup, tmp_path):
 def test_two_readings_of_one_file_are_refused(setup, tmp_path):
     """A duplicate key: one JSON reader keeps the first value, another the last. Never accepted."""
     _d, owner, mk, vk = setup
-    j, _ = write_report(make_report(verify(KeyTarget(mk, answer_labels=False), mk, vk), mk, vk, owner), tmp_path / "r")
+    j, _, _ = write_report(make_report(verify(KeyTarget(mk, answer_labels=False), mk, vk), mk, vk, owner), tmp_path / "r")
     text = j.read_text()
     doubled = text.replace('"body": {', '"body": {\n    "verdict": {"kind": "ownership", "text": "OWNERSHIP VERIFIED", "claims_ownership": true},', 1)
     (tmp_path / "two.json").write_text(doubled)
@@ -158,7 +158,7 @@ def test_every_field_is_escaped_in_the_page(setup, tmp_path):
     _d, owner, mk, vk = setup
     evil = "<script>alert(1)</script><!--"
     doc = make_report(verify(KeyTarget(mk), mk, vk), mk, vk, owner, model_info={"name": evil, "sha256": None, "hashed": None})
-    j, h = write_report(doc, tmp_path / "r")
+    j, h, _ = write_report(doc, tmp_path / "r")
     page = h.read_text()
     assert "<script>alert" not in page and "<!--" not in page and page.count("</script>") == 1  # only the record's own
     assert load_report(h)["body"]["model"]["name"] == evil and check_report(h, vk=vk).ok

@@ -160,7 +160,7 @@ def embed(model_path, dataset, data_dir, train_size, test_size, marking_key, ver
 @click.option("--output-layer", type=click.Path(dir_okay=False), default=None, help="Swap in the owner's kept output layer first (the paper's RTLL/RTAL/transfer check): a white-box view, needs --release.")
 @click.option("--suspect-seen-at", default=None, metavar="TIME", help="With --output-layer: when you first saw the suspect (UTC, e.g. 2026-06-01T00:00:00Z).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
-@click.option("--report", type=click.Path(dir_okay=False), default=None, metavar="PATH", help="Write a report signed by the owner key (owner-key.pem next to the marking key): PATH.json and PATH.html.")
+@click.option("--report", type=click.Path(dir_okay=False), default=None, metavar="PATH", help="Write a report signed by the owner key (owner-key.pem next to the marking key): PATH.json, PATH.html and PATH.pdf.")
 @click.option("--force", is_flag=True, help="Overwrite an existing report.")
 @target_options
 @handle_errors
@@ -205,7 +205,7 @@ def verify(model_path, marking_key, verification_key, alpha, allow_weak_alpha, r
         paths = report_verification(report, result, mk, vk, owner, model=model_path or remote["target"],
                                     seconds=time.perf_counter() - started, force=force)
         doc["report"] = [str(p) for p in paths]
-        text += f"\nwrote {paths[0]}, {paths[1]}"
+        text += f"\nwrote {paths[0]}, {paths[1]}, {paths[2]} (the PDF is for people; check-report reads the JSON or HTML)"
     emit(as_json, doc, text)
     sys.exit(0 if result.verified else 1)
 

@@ -36,7 +36,7 @@ def _keys(fn):
 @click.option("--set", "set_index", type=click.IntRange(0), default=None, help="Refuse unless the nonce selects this set (as announced by the verifier).")
 @click.option("--alpha", default="2^-64", show_default=True, help="False-claim probability allowed, split over the key's sets (at most 2^-64 unless --allow-weak-alpha).")
 @click.option("--allow-weak-alpha", is_flag=True, help="Test at an alpha above the floor anyway: never ownership evidence.")
-@click.option("--report", type=click.Path(dir_okay=False), default=None, metavar="PATH", help="Write a signed report: PATH.json and PATH.html.")
+@click.option("--report", type=click.Path(dir_okay=False), default=None, metavar="PATH", help="Write a signed report: PATH.json, PATH.html and PATH.pdf.")
 @click.option("--owner-key", type=click.Path(dir_okay=False), default=None, help="Owner key signing the report [owner-key.pem next to the marking key].")
 @click.option("--device", default="cpu", show_default=True, help="Where to run the model.")
 @click.option("--force", is_flag=True, help="Overwrite an existing report.")
@@ -74,7 +74,7 @@ def pverify(model_path, marking_key, verification_key, nonce, verifier_key, spen
         paths = report_verification(report, res.verification, mk, vk, owner, model=model_path,
                                     seconds=time.perf_counter() - started, selection=res.selection(), force=force)
         doc["report"] = [str(p) for p in paths]
-        text += f"\nwrote {paths[0]}, {paths[1]}"
+        text += f"\nwrote {paths[0]}, {paths[1]}, {paths[2]} (the PDF is for people; check-report reads the JSON or HTML)"
     emit(as_json, doc, text)
     sys.exit(0 if res.verified else 1)
 

@@ -6,10 +6,11 @@ alpha and its floor, the opened elements (images as PNG, labels, predictions, op
 nonces), the decision and the verdict (docs/claims.md), the selection (all elements, or a
 one-time set with the verifier's signed spent-log chain), the time, and an Ed25519
 signature by the owner key over the canonical record. The HTML page embeds the signed JSON,
-so either file can be checked.
+so either file can be checked. A PDF of the same content (``report_pdf``) is written beside
+them for people; it is not evidence and is never read back.
 
     doc = make_report(result, mk, vk, owner_key, model_info=describe(model_path))
-    json_path, html_path = write_report(doc, "evidence/report")
+    json_path, html_path, pdf_path = write_report(doc, "evidence/report")
     check = check_report("evidence/report.html", vk=vk, model="m.safetensors")
     check.ok, check.problems
 
@@ -114,26 +115,31 @@ def make_report(
 
 # -- files ----------------------------------------------------------------------------
 
-def report_paths(path: str | os.PathLike) -> tuple[Path, Path]:
-    """``evidence/report``, ``.json`` or ``.html`` -> (evidence/report.json, evidence/report.html)."""
+def report_paths(path: str | os.PathLike) -> tuple[Path, Path, Path]:
+    """``evidence/report``, ``.json``, ``.html`` or ``.pdf`` -> (evidence/report.json, .html, .pdf)."""
     p = Path(path)
-    base = p.with_suffix("") if p.suffix.lower() in (".json", ".html", ".htm") else p
-    return base.with_name(base.name + ".json"), base.with_name(base.name + ".html")
+    base = p.with_suffix("") if p.suffix.lower() in (".json", ".html", ".htm", ".pdf") else p
+    return tuple(base.with_name(base.name + ext) for ext in (".json", ".html", ".pdf"))
 
 
-def write_report(doc: dict, path: str | os.PathLike, *, force: bool = False) -> tuple[Path, Path]:
-    """Write the JSON and HTML files (both refused if either exists, unless ``force``)."""
-    json_path, html_path = report_paths(path)
-    for p in (json_path, html_path):
+def write_report(doc: dict, path: str | os.PathLike, *, force: bool = False) -> tuple[Path, Path, Path]:
+    """Write the JSON, HTML and PDF files (all refused if any exists, unless ``force``). The PDF is a
+    rendering for people: check_report reads the JSON or the HTML page, never the PDF."""
+    from .report_pdf import render_pdf  # ReportLab: imported when a report is written, not for every command
+
+    json_path, html_path, pdf_path = report_paths(path)
+    for p in (json_path, html_path, pdf_path):
         check_writable(p, force=force)
+    page, pdf = render_html(doc).encode(), render_pdf(doc)  # both rendered before any file is written
     atomic_write_bytes(json_path, dumps_json(doc), force=force, mode=0o644)  # evidence to hand out
-    atomic_write_bytes(html_path, render_html(doc).encode(), force=force, mode=0o644)
-    return json_path, html_path
+    atomic_write_bytes(html_path, page, force=force, mode=0o644)
+    atomic_write_bytes(pdf_path, pdf, force=force, mode=0o644)
+    return json_path, html_path, pdf_path
 
 
 def report_verification(path, result, mk: MarkingKey, vk: VerificationKey, owner_key: OwnerKey, *, model, seconds: float,
-                        selection: dict | None = None, force: bool = False) -> tuple[Path, Path]:
-    """Sign the report of a verification of ``model`` and write PATH.json and PATH.html."""
+                        selection: dict | None = None, force: bool = False) -> tuple[Path, Path, Path]:
+    """Sign the report of a verification of ``model`` and write PATH.json, PATH.html and PATH.pdf."""
     doc = make_report(result, mk, vk, owner_key, model_info=describe(model), selection=selection, seconds=seconds)
     return write_report(doc, path, force=force)
 
