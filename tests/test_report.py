@@ -14,7 +14,7 @@ from backmark.errors import InvalidFile, KeyMismatch, TamperedRecord, WeakAlpha
 from backmark.models import create_model
 from backmark.models.checkpoint import save_model
 from backmark.protocols.pverify import SpentLog, pverify
-from backmark.protocols.report import check_report, load_report, make_report, write_report
+from backmark.protocols.report import check_report, load_report, make_report, render_html, write_report
 from backmark.targets import describe
 
 from .conftest import KeyTarget
@@ -224,3 +224,25 @@ def test_cli_verify_report_and_check_report(setup, tmp_path):
     assert res.exit_code == 2 and "expected a backmark-verification-report" in res.stderr
     res = r.invoke(main, [str(a) for a in args[:-2]] + ["--alpha", "0.5"])
     assert res.exit_code == 2 and "floor" in res.stderr
+
+
+def test_the_report_names_the_parties_and_classes_as_signed(setup, tmp_path):
+    d, owner, mk, vk = setup
+    named = keygen(input_shape=SHAPE, num_classes=10, owner_key=owner, set_size=10, owner="Example Vision Ltd")
+    result = verify(KeyTarget(named[0]), *named)
+    classes = [f"class {i}" for i in range(10)]
+    doc = make_report(result, *named, owner, verifier_name="Independent Lab", classes=classes)
+    assert doc["body"]["parties"] == {"owner": "Example Vision Ltd", "verifier": "Independent Lab"}
+    assert check_report(doc, vk=named[1]).ok and "Example Vision Ltd" in render_html(doc) and "class 3" in render_html(doc)
+    forged = json.loads(json.dumps(doc))
+    forged["body"]["parties"]["owner"] = "Someone Else"
+    assert "another owner" in check_report(signed(forged, owner), vk=named[1]).problems[0]
+    with pytest.raises(ValueError, match="10 classes"):
+        make_report(result, *named, owner, classes=["a", "b"])
+    # a backmark checkpoint records its class names: the report carries them
+    from backmark.models.checkpoint import save_model as save
+    from backmark.protocols.report import _class_names
+
+    save(tmp_path / "c.safetensors", create_model("fmnist-cnn", num_classes=10, input_shape=SHAPE),
+         {"model": "fmnist-cnn", "num_classes": 10, "input_shape": list(SHAPE), "classes": classes})
+    assert _class_names(tmp_path / "c.safetensors", vk) == classes and _class_names(d / "m.safetensors", vk) is None
