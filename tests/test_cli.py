@@ -151,7 +151,7 @@ KINDS = {
     "model.safetensors": "checkpoint", "fc.safetensors": "output-layer", "plain.pt": "plain-state-dict",
     "plain.safetensors": "plain-safetensors", "model.pt": "torchscript", "model.onnx": "onnx",
     "report.json": "verification-report",
-    "report.html": "verification-report", "claim.json": "public-claim", "spent.jsonl": "spent-log", "audit.jsonl": "audit-log",
+    "report.html": "verification-report", "report.pdf": "report-pdf", "claim.json": "public-claim", "spent.jsonl": "spent-log", "audit.jsonl": "audit-log",
     "m.safetensors.state": "training-state",
 }
 
@@ -179,7 +179,7 @@ def test_public_files_are_0644_and_secrets_0600(every_file):
     d = every_file
     modes = {name: stat.S_IMODE((d / name).stat().st_mode) for name in
              ("keys/marking-key.json", "keys/owner-key.pem", "keys/verification-key.json", "report.json", "report.html",
-              "claim.json", "model.onnx", "model.pt", "spent.jsonl")}
+              "report.pdf", "claim.json", "model.onnx", "model.pt", "spent.jsonl")}
     assert modes == {**{n: 0o644 for n in modes}, "keys/marking-key.json": 0o600, "keys/owner-key.pem": 0o600}
 
 

@@ -4,11 +4,12 @@
 
 Every file backmark writes or reads is recognised by its content (not its name) and checked
 by the same loader that uses it: keys (signature, checksum), checkpoints and output-layer
-files (content hashes), plain state dicts and safetensors files, TorchScript and ONNX
-exports (structure and metadata; neither is run), reports (signature; `check-report` does the rest), public
-claims (signature), spent logs and audit logs (hash chains), training state, owner keys (the
-public fingerprint only: the secret is never shown) and reproduction results. A file that
-fails its check raises the loader's one-line error; one of no known kind raises InvalidFile.
+files (content hashes), plain state dicts and safetensors files, TorchScript and ONNX exports
+(structure and metadata; neither is run), reports (signature; ``check-report`` does the rest),
+public claims (signature), spent logs and audit logs (hash chains), training state, a report's
+PDF (recognised, not checked: it holds no record), owner keys (the public fingerprint only: the
+secret is never shown) and reproduction results. A file that fails its check raises the
+loader's one-line error; one of no known kind raises InvalidFile.
 """
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ def _describe(p: Path, raw: bytes) -> dict:
 
     if raw.lstrip().startswith(b"-----BEGIN"):
         return _owner_key(p, raw)
+    if raw.startswith(b"%PDF-"):  # the report's PDF: for people, no record inside to check
+        return {"kind": "report-pdf", "checked": [], "note": "a rendering for people: check the report's .json or .html "
+                "(backmark info / check-report)"}
     kind = file_kind(raw)
     if kind == "safetensors":
         return _safetensors(p, raw)
