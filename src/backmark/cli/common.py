@@ -68,11 +68,52 @@ def parse_shape(value: str | None):
     return (c, h, w)
 
 
+def parse_floats(value: str | None, name: str):
+    """'0.5,0.5,0.5' -> (0.5, 0.5, 0.5); None stays None."""
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give comma-separated numbers", param_hint=name) from None
+
+
 def emit(as_json: bool, doc: dict, text: str) -> None:
     click.echo(json.dumps(doc, indent=2, sort_keys=True) if as_json else text)
 
 
 # -- shared options ---------------------------------------------------------------
+
+FACTORY_HELP = ("Your own architecture: MODULE:CALLABLE returning a torch.nn.Module (MODULE from PYTHONPATH or the "
+                "current folder; importing it runs its code). Its weights: a checkpoint, plain safetensors or "
+                "torch.save state dict.")
+MEAN_HELP = "Per-channel mean your model's forward expects the inputs normalised with, e.g. 0.4914,0.4822,0.4465 (with --std)."
+STD_HELP = "Per-channel std of that normalisation (with --mean)."
+
+
+def factory_option(fn):
+    return click.option("--model-factory", default=None, metavar="MODULE:CALLABLE", help=FACTORY_HELP)(fn)
+
+
+def normalization_options(fn):
+    """--mean/--std for a user's model whose forward expects normalised inputs."""
+    fn = click.option("--std", default=None, metavar="S[,S...]", help=STD_HELP)(fn)
+    fn = click.option("--mean", default=None, metavar="M[,M...]", help=MEAN_HELP)(fn)
+    return fn
+
+
+def normalization(mean: str | None, std: str | None) -> tuple:
+    if (mean is None) != (std is None):
+        raise click.UsageError("--mean and --std go together")
+    return parse_floats(mean, "--mean"), parse_floats(std, "--std")
+
+
+def warn_weak_watermark(warning: str | None) -> None:
+    """After train/embed: the weak-watermark line on stderr, and exit 1 (the checkpoint is written)."""
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
+        sys.exit(1)
+
 
 def data_options(fn):
     fn = click.option("--test-size", type=click.IntRange(1), default=None, help="Use a fixed random subset of N test images.")(fn)

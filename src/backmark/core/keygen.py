@@ -181,7 +181,7 @@ class VerificationKey:
         return {"format": VK_FORMAT, "version": KEY_VERSION, "body": self.body, "signature": self.signature}
 
     def save(self, path: str | os.PathLike, *, force: bool = False) -> Path:
-        return write_json(path, self.to_document(), force=force)
+        return write_json(path, self.to_document(), force=force, mode=0o644)  # public: handed to verifiers
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "VerificationKey":
