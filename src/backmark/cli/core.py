@@ -224,24 +224,69 @@ def datasets():
 @click.argument("path", type=click.Path(dir_okay=False))
 @handle_errors
 def info(path):
-    """Describe (and check) a key or checkpoint file."""
-    from ..core.keygen import MK_FORMAT, VK_FORMAT, MarkingKey, VerificationKey
+    """Describe (and check) a key, public claim, audit log or checkpoint file."""
+    from ..io.documents import document_format
+    from ..io.files import read_file
     from ..models.checkpoint import read_checkpoint
 
-    try:
-        kind = json.loads(Path(path).read_bytes()).get("format")
-    except (OSError, ValueError, AttributeError):
-        kind = None
-    if kind == VK_FORMAT:
-        vk = VerificationKey.load(path)
-        body = {k: v for k, v in vk.body.items() if not k.endswith("commitments")}
-        doc = {"verification_key": vk.fingerprint, "owner": vk.owner_fingerprint, "elements": vk.size, **body}
-    elif kind == MK_FORMAT:
-        mk = MarkingKey.load(path)
-        doc = {"marking_key_for": mk.verification_key_fingerprint, "elements": mk.size, "input_shape": mk.input_shape, "source": mk.source}
-    else:
+    raw = read_file(path, what="file")
+    if len(raw) > 8 and raw[8:9] == b"{" and int.from_bytes(raw[:8], "little") <= len(raw) - 8:
+        # safetensors: a little-endian u64 header length, then the JSON header (a JSON document's
+        # first 8 bytes read as such a length are far larger than the file)
         meta, state = read_checkpoint(path)
         doc = {**{k: v for k, v in meta.items() if k != "history"}, "tensors": len(state)}
+    else:
+        kind = document_format(raw, where=path)
+        if kind not in _DESCRIBE:
+            from ..errors import InvalidFile
+
+            raise InvalidFile(f"{path}: a {kind[:60]!r} file; `backmark info` describes keys, public claims, audit logs "
+                              "and checkpoints (check-report, spent and zk-verify read the others)")
+        doc = _DESCRIBE[kind](path)
     click.echo(json.dumps(doc, indent=2))
 
 
+def _describe_vk(path) -> dict:
+    from ..core.keygen import VerificationKey
+
+    vk = VerificationKey.load(path)
+    body = {k: v for k, v in vk.body.items() if not k.endswith("commitments")}
+    return {"verification_key": vk.fingerprint, "owner": vk.owner_fingerprint, "elements": vk.size, **body}
+
+
+def _describe_mk(path) -> dict:
+    from ..core.keygen import MarkingKey
+
+    mk = MarkingKey.load(path)
+    return {"marking_key_for": mk.verification_key_fingerprint, "elements": mk.size, "input_shape": mk.input_shape,
+            "source": mk.source}
+
+
+def _describe_claim(path) -> dict:
+    from ..crypto import open_signed, sha256_hex
+    from ..errors import TamperedRecord
+    from ..protocols.public import load_claim
+
+    body, problem = open_signed(load_claim(path), what="public claim")
+    if problem:
+        raise TamperedRecord(f"{path}: {problem}")
+    return {"public_claim_for": body["verification_key"], "owner": sha256_hex(bytes.fromhex(body["owner_public_key"])),
+            "created": body["created"], "opened": len(body["elements"]), "parameters": body["parameters"], "model": body["model"]}
+
+
+def _describe_audit_log(path) -> dict:
+    from collections import Counter
+
+    from ..targets.audit import read_audit_log
+
+    records = read_audit_log(path)
+    return {"audit_log_of": records[0]["target"], "records": len(records), "head": records[-1]["hash"],
+            "kinds": dict(Counter(r["kind"] for r in records)), "first": records[0]["time"], "last": records[-1]["time"]}
+
+
+_DESCRIBE = {
+    "backmark-verification-key": _describe_vk,
+    "backmark-marking-key": _describe_mk,
+    "backmark-public-claim": _describe_claim,
+    "backmark-audit-log": _describe_audit_log,
+}
