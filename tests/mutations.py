@@ -90,9 +90,17 @@ def _evil(rng: random.Random, raw: _Raw, old: Any) -> Any:
 
 def _json_mutation(doc: Any, rng: random.Random, style: str) -> tuple[bytes, str]:
     raw = _Raw()
-    path = rng.choice(_nodes(doc))
-    target = _get(doc, path)
     op = rng.choice(["change", "change", "delete", "add", "duplicate", "retype", "reencode", "respell"])
+    # The op first, then a node it applies to: each op is tried as often as the others, wherever it can go.
+    fits = {"delete": lambda p, v: bool(p), "add": lambda p, v: isinstance(v, (dict, list)),
+            "duplicate": lambda p, v: isinstance(v, dict) and bool(v),
+            "reencode": lambda p, v: isinstance(v, (int, float)) and not isinstance(v, bool),
+            "respell": lambda p, v: isinstance(v, str) and bool(v)}.get(op, lambda p, v: True)
+    nodes = [p for p in _nodes(doc) if fits(p, _get(doc, p))] or [()]
+    # Shallow nodes as often as deep ones: an unsigned field beside the body matters as much as one inside it.
+    depth = rng.choice(sorted({len(p) for p in nodes}))
+    path = rng.choice([p for p in nodes if len(p) == depth])
+    target = _get(doc, path)
     if op == "delete" and path:
         parent = _get(doc, path[:-1])
         del parent[path[-1]]
