@@ -236,10 +236,13 @@ def info(path):
         meta, state = read_checkpoint(path)
         doc = {**{k: v for k, v in meta.items() if k != "history"}, "tensors": len(state)}
     else:
-        kind = document_format(raw, where=path)
-        if kind not in _DESCRIBE:
-            from ..errors import InvalidFile
+        from ..errors import InvalidFile
 
+        try:
+            kind = document_format(raw, where=path)
+        except InvalidFile as e:
+            raise InvalidFile(f"{e} (`backmark info` reads backmark's JSON files and model checkpoints)") from None
+        if kind not in _DESCRIBE:
             raise InvalidFile(f"{path}: a {kind[:60]!r} file; `backmark info` describes keys, public claims, audit logs "
                               "and checkpoints (check-report, spent and zk-verify read the others)")
         doc = _DESCRIBE[kind](path)

@@ -148,7 +148,9 @@ def check_kind(doc: Any, *, where: str, kind: str, versions: tuple[int, ...]) ->
     return doc
 
 
-def _validate(schema: Schema, doc: Any, where: str) -> None:
+def validate_document(schema: Schema, doc: Any, *, where: str) -> None:
+    """``schema.validate(doc)`` with the error prefixed by ``where`` (a file, or ``file:line``): for
+    documents read some other way (a record embedded in an HTML page), after parse_json_strict and check_kind."""
     try:
         schema.validate(doc, "")
     except InvalidFile as e:
@@ -177,7 +179,7 @@ def load_document(
     p = Path(path)
     raw = read_file(p, what="file")
     doc = check_kind(parse_json_strict(raw, where=str(p)), where=str(p), kind=kind, versions=versions)
-    _validate(schema, doc, str(p))
+    validate_document(schema, doc, where=str(p))
     if canonical is not None and canonical(doc) != raw:
         raise tampered(f"{p}: the {kind} file was modified after it was written (not in canonical form)")
     return doc
@@ -208,7 +210,7 @@ def load_json_lines(
         doc = parse_json_strict(line, where=where)
         if k == 1:
             check_kind(doc, where=where, kind=kind, versions=versions)
-        _validate(first if k == 1 else rest, doc, where)
+        validate_document(first if k == 1 else rest, doc, where=where)
         if canonical(doc) != line:
             raise tampered(f"{where}: the line was edited (not in canonical form)")
         out.append(doc)
@@ -235,5 +237,5 @@ def document_format(raw: bytes, *, where: str) -> str:
 
 __all__ = [
     "MAX_DEPTH", "check_kind", "document_format", "dumps_json", "load_document", "load_json_lines",
-    "parse_json_strict", "read_json_document", "write_json",
+    "parse_json_strict", "read_json_document", "validate_document", "write_json",
 ]
