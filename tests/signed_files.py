@@ -22,6 +22,7 @@ from backmark.errors import TamperedRecord
 from backmark.models import create_model
 from backmark.models.checkpoint import save_model
 from backmark.protocols.public import check_public_claim, load_claim, public_claim, save_claim
+from backmark.targets import describe
 from backmark.targets.audit import AuditLog, read_audit_log
 
 SHAPE = (1, 12, 12)
@@ -73,7 +74,7 @@ def _make_claim(w: World) -> Path:
     mk, vk = w.keys
     p = w.path("claim.json")
     if not p.exists():
-        save_claim(public_claim(mk, vk, w.owner, created=CREATED), p)
+        save_claim(public_claim(mk, vk, w.owner, created=CREATED, model_info=describe(w.model)), p)
     return p
 
 

@@ -29,7 +29,8 @@ ELEMENT = Obj({
     "index": _INDEX, "label": Int(0, MAX_CLASSES - 1), "image_png": Base64(max_len=2**26),
     "image_seed": Hex(32), "image_nonce": Hex(32),
 })
-MODEL = Obj({"name": Str(max_len=4096), "sha256": Nullable(Hex(32)), "hashed": Nullable(Str(choices=("file", "weights")))})
+# A claim is about one model, named by its hash (protocols.public.public_claim refuses to make one without).
+MODEL = Obj({"name": Str(max_len=4096), "sha256": Hex(32), "hashed": Str(choices=("file", "weights"))})
 ZK_COMMITMENTS = Obj({"scheme": Const("ezkl-poseidon"), "input_scale": Int(0, 64), "values": List(Hex(32), max_len=MAX_ELEMENTS)})
 
 CLAIM_BODY = Obj({
@@ -42,7 +43,7 @@ CLAIM_BODY = Obj({
     "parameters": PARAMETERS,
     "challenge": Obj({"opened": List(_INDEX, max_len=MAX_ELEMENTS)}),
     "zk_commitments": Nullable(ZK_COMMITMENTS),
-    "model": Nullable(MODEL),
+    "model": MODEL,
     "elements": List(ELEMENT, max_len=MAX_ELEMENTS),
 })
 CLAIM_DOCUMENT = Obj({"format": Const(CLAIM_FORMAT), "version": Const(CLAIM_VERSION), "body": CLAIM_BODY, "signature": Hex(64)})
