@@ -76,7 +76,7 @@ def _reading(data: bytes, style: str, keep: str) -> str:
     return json.dumps([json.loads(d, object_pairs_hook=pairs) for d in docs], sort_keys=True)
 
 
-@pytest.mark.parametrize("spec", FILES, ids=lambda f: f.name)
+@pytest.mark.parametrize("spec", [f for f in FILES if ("info", "{file}") in f.commands], ids=lambda f: f.name)
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rng=st.randoms(use_true_random=False))
 def test_cli_info_on_mutations_exits_0_or_2_with_one_line(world, tmp_path, spec, rng: random.Random):
