@@ -160,12 +160,13 @@ def embed(model_path, dataset, data_dir, train_size, test_size, marking_key, ver
 @click.option("--output-layer", type=click.Path(dir_okay=False), default=None, help="Swap in the owner's kept output layer first (the paper's RTLL/RTAL/transfer check): a white-box view, needs --release.")
 @click.option("--suspect-seen-at", default=None, metavar="TIME", help="With --output-layer: when you first saw the suspect (UTC, e.g. 2026-06-01T00:00:00Z).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
-@click.option("--report", type=click.Path(dir_okay=False), default=None, metavar="PATH", help="Write a report signed by the owner key (owner-key.pem next to the marking key): PATH.json and PATH.html.")
+@click.option("--report", type=click.Path(dir_okay=False), default=None, metavar="PATH", help="Write a report signed by the owner key (owner-key.pem next to the marking key): PATH.json, PATH.html and PATH.pdf.")
+@click.option("--verifier-name", default=None, help="Who verifies, named in the report (the owner's name is the key's).")
 @click.option("--force", is_flag=True, help="Overwrite an existing report.")
 @target_options
 @handle_errors
 def verify(model_path, marking_key, verification_key, alpha, allow_weak_alpha, reference_models, device, output_layer, suspect_seen_at,
-           as_json, report, force, **remote):
+           as_json, report, verifier_name, force, **remote):
     """Verify ownership of a model. Exit 0: OWNERSHIP VERIFIED (or another verdict that is
     ownership evidence, docs/claims.md); 1: not verified, or not evidence; 2: bad input."""
     from ..core.keygen import MarkingKey, VerificationKey
@@ -203,9 +204,9 @@ def verify(model_path, marking_key, verification_key, alpha, allow_weak_alpha, r
         from ..protocols.report import report_verification
 
         paths = report_verification(report, result, mk, vk, owner, model=model_path or remote["target"],
-                                    seconds=time.perf_counter() - started, force=force)
+                                    seconds=time.perf_counter() - started, force=force, verifier_name=verifier_name)
         doc["report"] = [str(p) for p in paths]
-        text += f"\nwrote {paths[0]}, {paths[1]}"
+        text += f"\nwrote {paths[0]}, {paths[1]}, {paths[2]} (the PDF is for people; check-report reads the JSON or HTML)"
     emit(as_json, doc, text)
     sys.exit(0 if result.verified else 1)
 
