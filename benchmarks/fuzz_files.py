@@ -103,6 +103,25 @@ def fuzz(count: int, seed: int, folder: Path, *, skip_unsupported: bool = False)
     return report
 
 
+def markdown(report: dict) -> str:
+    """The counts as tables (docs/results/fuzz-files.md is this, for the committed run)."""
+    t = report["totals"]
+    out = [f"`{report['command']}` ({report['mutations']} mutations, {t['runs']} command runs, {report['seconds']} s)", "",
+           "| runs | traceback | refused | refused, not one line | accepted, identical | accepted, cut log | "
+           "accepted, different |", "|---|---|---|---|---|---|---|",
+           f"| {t['runs']} | {t['traceback']} | {t['refused']} | {t['refused_not_one_line']} | {t['accepted_identical']} | "
+           f"{t['accepted_prefix']} | {t['accepted_different']} |", "",
+           "| file | mutations | command | exit codes | traceback | refused | accepted (identical / cut log / different) |",
+           "|---|---|---|---|---|---|---|"]
+    for name, stats in report["files"].items():
+        for cmd, c in stats["by_command"].items():
+            codes = ", ".join(f"{k.split()[1]}: {v}" for k, v in c.items() if k.startswith("exit"))
+            acc = f"{c.get('accepted_identical', 0)} / {c.get('accepted_prefix', 0)} / {c.get('accepted_different', 0)}"
+            out.append(f"| {name} | {stats['mutations']} | {cmd} | {codes} | {c.get('traceback', 0)} | {c.get('refused', 0)} "
+                       f"| {acc} |")
+    return "\n".join(out) + "\n"
+
+
 def main_(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mutations", type=int, default=6000, help="mutations in all, split evenly over the file types")
@@ -110,7 +129,11 @@ def main_(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="write the counts here (JSON)")
     ap.add_argument("--skip-unsupported", action="store_true", help="leave out commands that refuse the valid file "
                     "(to measure an older backmark that cannot read a file type)")
+    ap.add_argument("--markdown", type=Path, default=None, help="print the tables of an earlier run's JSON and stop")
     a = ap.parse_args(argv)
+    if a.markdown:
+        print(markdown(json.loads(a.markdown.read_text())), end="")
+        return 0
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:
         report = fuzz(a.mutations, a.seed, Path(d), skip_unsupported=a.skip_unsupported)
