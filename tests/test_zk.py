@@ -13,8 +13,8 @@ from backmark.crypto import OwnerKey
 from backmark.errors import TooLargeForZK
 from backmark.io.documents import dumps_json
 from backmark.protocols.public import check_public_claim, public_claim
-from backmark.targets import describe
 from backmark.protocols.zk import build_circuit, poseidon_commitment, poseidon_commitments, prove_elements, verify_proofs
+from backmark.targets import describe
 
 SHAPE = (1, 6, 6)
 

@@ -35,12 +35,12 @@ from ..core.keygen import MarkingKey, VerificationKey, check_pair, element_probl
 from ..core.stats import ALPHA_FLOOR, DEFAULT_ALPHA, BinomialDecision, binomial_tail, decide, log2, threshold
 from ..core.triggers import GENERATOR, generator_seed, image_seed, render_abstract
 from ..core.verify import Verdict, View, check_alpha, check_compatible, judge
-from ..targets import as_target, describe
 from ..crypto import OwnerKey, canonical_json, open_signed
 from ..errors import BackmarkError, InvalidConfig, InvalidFile, InvalidKey, KeyMismatch
 from ..io.clock import utc_now
 from ..io.documents import load_document, write_json
 from ..io.png import png_b64, png_decode
+from ..targets import as_target, describe
 from ..version import __version__
 from .claim_format import CLAIM_BODY, CLAIM_DOCUMENT, CLAIM_FORMAT, CLAIM_VERSION, PIXEL_TOLERANCE
 
