@@ -1,4 +1,5 @@
 """Targets in files (checkpoint, ONNX, TorchScript), export, the audit log and the client's policy."""
+import hashlib
 import json
 import zipfile
 
@@ -153,12 +154,19 @@ def test_target_kind_and_as_target(files):
 
 # -- the audit log ------------------------------------------------------------------------
 
+def _exchange(body: bytes) -> dict:
+    """The fields of one failed HTTP attempt, as the client records them."""
+    req = {"method": "POST", "url": "http://127.0.0.1:1/v2/models/m/infer", "sha256": hashlib.sha256(body).hexdigest(),
+           "bytes": len(body), "images": 1}
+    return {"attempt": 1, "request": req, "response": None, "elapsed_us": 10, "outcome": "error", "error": "cannot connect"}
+
+
 def test_audit_log_chain(tmp_path):
     clock = iter(range(1_700_000_000, 1_700_000_100)).__next__
     log = AuditLog(tmp_path / "a.jsonl", target="http://127.0.0.1:1/v2/models/m", clock=clock)
-    h1 = log.append("exchange", request={"sha256": "ab"}, response=None)
+    h1 = log.append("exchange", **_exchange(b"ab"))
     log2 = AuditLog(tmp_path / "a.jsonl", target="http://127.0.0.1:1/v2/models/m", clock=clock)  # reopen: continue
-    log2.append("exchange", request={"sha256": "cd"}, response=None)
+    log2.append("exchange", **_exchange(b"cd"))
     recs = read_audit_log(tmp_path / "a.jsonl")
     assert [r["seq"] for r in recs] == [0, 1, 2, 3] and [r["kind"] for r in recs] == ["open", "exchange", "resume", "exchange"]
     assert recs[0]["prev"] == GENESIS and recs[1]["hash"] == h1 and recs[2]["prev"] == h1
@@ -168,7 +176,7 @@ def test_audit_log_chain(tmp_path):
     bad = {
         "reordered": [lines[0], lines[2], lines[1], lines[3]],
         "truncated-middle": [lines[0], lines[1], lines[3]],
-        "edited": [lines[0], lines[1].replace('"ab"', '"ff"'), *lines[2:]],
+        "edited": [lines[0], lines[1].replace('"elapsed_us":10', '"elapsed_us":11'), *lines[2:]],
         "torn": [*lines[:3], lines[3][:20]],
         "not-a-log": [json.dumps({"seq": 0})],
     }

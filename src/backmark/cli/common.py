@@ -3,23 +3,43 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
+import traceback
 from pathlib import Path
 
 import click
 
 from ..errors import BackmarkError
 
+# Exit codes (README.md): 0 verified / OK, 1 not verified / rejected, 2 a user's mistake or a
+# malformed file (one line), 3 a bug in backmark (one line; BACKMARK_DEBUG=1 shows the traceback).
 EXIT_ERROR = 2
+EXIT_INTERNAL = 3
+DEBUG_ENV = "BACKMARK_DEBUG"
+
+
+def _one_line(text, limit: int = 500) -> str:
+    line = " ".join(part.strip() for part in str(text).splitlines())  # a file name or a message may hold a newline
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {_one_line(message, 2000)}", err=True)
     sys.exit(EXIT_ERROR)
 
 
+def _internal(e: Exception) -> None:
+    # Never exit 1 (NOT VERIFIED) or 2 (the user's mistake) for what is a bug: 3, one line.
+    if os.environ.get(DEBUG_ENV) == "1":
+        traceback.print_exc()
+    click.echo(f"internal error: {type(e).__name__}: {_one_line(e)} (a bug in backmark; "
+               f"{DEBUG_ENV}=1 shows the traceback)", err=True)
+    sys.exit(EXIT_INTERNAL)
+
+
 def handle_errors(fn):
-    """Turn backmark's errors (and a few OS ones) into exit 2 with one line."""
+    """Turn backmark's errors (and OS ones) into exit 2 with one line, anything else into exit 3."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -29,9 +49,15 @@ def handle_errors(fn):
             _fail(str(e))
         except PermissionError as e:
             _fail(f"permission denied: {e.filename}")
+        except OSError as e:  # the machine, not backmark: a full disk, a vanished folder
+            _fail(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""))
         except KeyboardInterrupt:
             click.echo("interrupted; rerun with --resume to continue from the last finished epoch", err=True)
             sys.exit(130)
+        except (click.ClickException, click.exceptions.Abort, click.exceptions.Exit):
+            raise  # click's own: usage errors (exit 2 with their usage line), --help, aborts
+        except Exception as e:
+            _internal(e)
 
     return wrapper
 

@@ -21,6 +21,7 @@ import zipfile
 from pathlib import Path
 
 from ..errors import InvalidFile, TamperedRecord
+from ..io.documents import document_format, parse_json_strict
 from ..io.files import read_file
 
 
@@ -154,13 +155,10 @@ def _json(p: Path, raw: bytes) -> dict:
     from ..protocols.report import REPORT_FORMAT
     from ..targets.audit import AUDIT_FORMAT
 
-    first = raw.split(b"\n", 1)[0]
-    try:
-        doc = json.loads(first if first.rstrip().endswith(b"}") and b"\n{" in raw else raw)
-    except (UnicodeDecodeError, ValueError):
-        doc = None
-    fmt = doc.get("format") if isinstance(doc, dict) else None
-    if p.suffix.lower() in (".html", ".htm") or fmt == REPORT_FORMAT:
+    if p.suffix.lower() in (".html", ".htm"):
+        return _report(p)
+    fmt = document_format(raw, where=str(p))  # strictly parsed: a malformed file is one line, exit 2
+    if fmt == REPORT_FORMAT:
         return _report(p)
     if fmt == VK_FORMAT:
         vk = VerificationKey.load(p)
@@ -187,9 +185,7 @@ def _json(p: Path, raw: bytes) -> dict:
             kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
         return {"kind": "audit-log", "checked": ["hash chain"], "target": records[0].get("target"), "records": len(records),
                 "by_kind": kinds, "head": records[-1]["hash"]}
-    if isinstance(doc, dict) and fmt is not None:
-        return _other_json(p, doc, fmt)
-    raise InvalidFile(f"{p}: JSON of no backmark format (format {fmt!r})")
+    return _other_json(p, parse_json_strict(raw, where=str(p)), fmt)
 
 
 def _report(p: Path) -> dict:
