@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from backmark.cli import main
 from backmark.core.keygen import keygen
-from backmark.core.verify import HeadBinding, judge, verify, View
+from backmark.core.verify import HeadBinding, View, judge, verify
 from backmark.crypto import OwnerKey
 from backmark.errors import IncompatibleModel, InvalidConfig
 from backmark.experiments.workflow import train_file

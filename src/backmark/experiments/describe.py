@@ -14,7 +14,6 @@ loader's one-line error; one of no known kind raises InvalidFile.
 from __future__ import annotations
 
 import io
-import json
 import os
 import stat
 import zipfile
