@@ -59,6 +59,7 @@ GRIDS = {
         {"k": [24, 32, 48], "lr": [0.007, 0.01, 0.014], "layers": ["last:2"], "bn": ["batch"]},  # around the best so far
         {"k": [32], "lr": [0.01], "layers": ["last:1", "last:3"], "bn": ["batch"]},
         {"k": [32, 64, 128], "lr": [0.01, 0.03], "layers": ["last:2"], "bn": ["frozen"]},  # the features exactly the original's
+        {"k": [16, 24], "lr": [0.01, 0.012], "layers": ["last:2"], "bn": ["batch"]},  # fewer trigger images a step
     ],
     "cifar10-jpg": [{"k": [16, 64, 128], "lr": [0.01, 0.03], "layers": ["all"], "bn": ["batch"], "cool": [0, 20]}],
 }

@@ -178,6 +178,11 @@ def test_cli_verify_target_url_matches_model(world):
     for k in ("verified", "matches", "n", "p_value", "predictions", "threshold"):
         assert da[k] == db[k]
     assert db["queries"]["images_sent"] == 30 and db["model"] == world["urls"]["wm"]
+    assert db["queries"]["encoding"] == "binary"  # --binary auto: backmark serve lists the extension
+    j = runner.invoke(main, [str(x) for x in ["verify", "--target", world["urls"]["wm"], "--binary", "off", "--budget", 30, *keys]])
+    assert j.exit_code == 0, j.stderr
+    dj = json.loads(j.stdout)
+    assert dj["queries"]["encoding"] == "json" and dj["predictions"] == db["predictions"]
     c = runner.invoke(main, [str(x) for x in ["verify", "--target", world["urls"]["clean"], *keys]])
     assert c.exit_code == 1
 
