@@ -11,8 +11,10 @@ benchmark is meant to resolve. What makes a ratio stable is measuring its two si
   every ratio's interval is within the resolution the benchmark claims;
 - each unit is timed in wall seconds and in this process's CPU seconds (``time.process_time``:
   every thread of this process, none of another's), reported side by side;
-- a verdict is given only when the interval is narrower than the claimed resolution; otherwise
-  it says "unresolved" with the interval, never a bare ratio.
+- a verdict is given where the interval settles it: wholly on one side of the target ("meets" /
+  "misses", adding that the interval is wider than the resolution claimed where it is); an interval
+  across the target is "inconclusive" when narrower than the resolution, else "unresolved", with
+  the interval, never a bare ratio.
 
     arms = {"NO-WM": run_a, "FROMSCRATCH": run_b}          # each: () -> None, or () -> Timing
     times = interleave(arms, baseline="NO-WM", resolution=0.01, budget_s=120)
@@ -141,19 +143,16 @@ def median_interval(xs: list[float]) -> tuple[float, float, float]:
 
 
 def verdict(iv: Interval, *, target: float | None, resolution: float, direction: str = "<=") -> str:
-    """'meets'/'misses'/'inconclusive' against ``target``, or 'unresolved' if the interval is too wide."""
-    if iv.half_width > resolution:
-        return f"unresolved: the interval is +-{100 * iv.half_width:.1f}%, wider than the +-{100 * resolution:g}% claimed"
+    """'meets'/'misses' where the interval lies on one side of ``target`` (noting an interval wider than the
+    resolution claimed); else 'inconclusive' (a narrow interval across it) or 'unresolved' (a wide one)."""
+    wide = iv.half_width > resolution
+    note = f"the interval is +-{100 * iv.half_width:.1f}%, wider than the +-{100 * resolution:g}% claimed"
     if target is None:
-        return f"resolved to +-{100 * iv.half_width:.1f}%"
+        return f"unresolved: {note}" if wide else f"resolved to +-{100 * iv.half_width:.1f}%"
     ok, bad = (iv.hi <= target, iv.lo > target) if direction == "<=" else (iv.lo >= target, iv.hi < target)
-    return (
-        f"meets {direction} {target:g}"
-        if ok
-        else f"misses {direction} {target:g}"
-        if bad
-        else f"inconclusive: the interval straddles {target:g}"
-    )
+    if ok or bad:
+        return f"{'meets' if ok else 'misses'} {direction} {target:g}" + (f" (but {note})" if wide else "")
+    return f"unresolved: {note}" if wide else f"inconclusive: the interval straddles {target:g}"
 
 
 def verdict_both(

@@ -63,3 +63,21 @@ def test_run_all_quick_writes_intervals_and_verdicts(tmp_path):
         assert all(p.split(" ")[0].rstrip(":") in words for p in parts) and v["measured"], v
     md = (tmp_path / "benchmarks.md").read_text()
     assert "## Targets" in md and sum(md.count(f"| {w}") + md.count(f"| wall: {w}") for w in words) >= 6
+
+
+def test_verdicts_are_given_where_the_interval_settles_them(monkeypatch):
+    """Wholly on one side of the target: meets / misses (saying when wider than claimed); across it: never a verdict."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from _harness import Interval, verdict
+
+    def v(lo, hi, **kw):
+        return verdict(Interval((lo + hi) / 2, lo, hi, 10), **kw)
+
+    assert v(1.005, 1.015, target=1.03, resolution=0.01) == "meets <= 1.03"
+    assert v(1.04, 1.05, target=1.03, resolution=0.01) == "misses <= 1.03"
+    assert v(1.0, 1.2, target=2.0, resolution=0.1) == "meets <= 2"  # +-9.1%: within the claim
+    assert v(1.0, 1.5, target=2.0, resolution=0.1) == "meets <= 2 (but the interval is +-20.0%, wider than the +-10% claimed)"
+    assert v(1.0, 1.5, target=1.2, resolution=0.1).startswith("unresolved: the interval is +-20.0%")
+    assert v(1.02, 1.04, target=1.03, resolution=0.01) == "inconclusive: the interval straddles 1.03"
+    assert v(1.9, 2.1, target=2.0, resolution=0.1, direction=">=") == "inconclusive: the interval straddles 2"
+    assert v(2.1, 2.2, target=2.0, resolution=0.1, direction=">=") == "meets >= 2"
