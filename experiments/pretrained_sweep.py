@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 import torch
-from sweep_report import RunCache, cost_points, final, report, summarise, table
+from sweep_report import RunCache, command_line, cost_points, final, hold_stop, report, summarise, table
 from torch import nn
 
 from backmark.core.keygen import MarkingKey, VerificationKey, keygen, open_elements
@@ -132,12 +132,6 @@ def recipe_of(k: int, lr: float, layers: str, bn: str = "batch", cool: int = 0) 
     return r
 
 
-def hold_stop(epochs: list, hold: int) -> int | None:
-    """The epoch at which ``--hold hold`` stops (the (hold+1)-th epoch at 100%), None if never."""
-    full = [s.epoch for s in epochs if s.trigger_acc is not None and s.trigger_acc >= 1.0]
-    return full[hold] if len(full) > hold else None
-
-
 def embed_run(base: nn.Module, data, full_test, mk, recipe: dict, seed: int, args, original: dict) -> dict:
     # the original's batch size, augmentation and optimizer (not embed's defaults, which this sweep sets)
     base_cfg = recipe_for(args.dataset).train
@@ -222,12 +216,16 @@ def main() -> None:
     ap.add_argument("--md", default=None, help="Also write the markdown report here.")
     ap.add_argument("--threads", type=int, default=None, help="torch threads [default] (1 is faster on a busy machine).")
     ap.add_argument("--render", action="store_true", help="Only render --json (an earlier run's) to --md.")
+    ap.add_argument(
+        "--cached-only", action="store_true", help="Report the runs already in --work; run none (the others: listed as not run)."
+    )
     args = ap.parse_args()
     if args.render:
         Path(args.md).write_text(report(json.loads(Path(args.json_out).read_text())))
         return
     if args.threads:
         torch.set_num_threads(args.threads)
+    explicit_model = args.model is not None
     args.model = args.model or recipe_for(args.dataset).model
     Path(args.work).mkdir(parents=True, exist_ok=True)
     full = load_dataset(args.dataset)
@@ -247,25 +245,32 @@ def main() -> None:
     ]
     if not args.grid:
         recipes.insert(0, BASELINE[args.dataset])
+    recipes = list({json.dumps(r, sort_keys=True): r for r in recipes}.values())  # a recipe in two grid lines runs once
     cache = RunCache(Path(args.work), args)
 
+    not_run = []
+
     def run(recipe, seed):
+        if args.cached_only and not cache.has(recipe, seed):
+            not_run.append({**recipe, "seed": seed})
+            return None
         return cache.run(recipe, seed, lambda: embed_run(base, monitor, full_test, mk, recipe, seed, args, original))
 
     for recipe in recipes:
-        runs.append(run(recipe, 0))
-        print(table(runs[-1:], base_acc, args.holds), flush=True)
+        r = run(recipe, 0)
+        if r is not None:
+            runs.append(r)
+            print(table(runs[-1:], base_acc, args.holds), flush=True)
     ok = [r for r in runs if final(r) is not None and cost_points(r, "final", base_acc) <= args.max_cost]
     ok.sort(key=lambda r: final(r)["images"])
     confirm = []
     for r in ok[: args.confirm]:
         recipe = recipe_of(r["k"], r["lr"], r["layers"], r.get("bn", "batch"), r.get("cool", 0))
-        seeds = [r] + [run(recipe, s) for s in range(1, args.seeds)]
+        seeds = [r] + [x for x in (run(recipe, s) for s in range(1, args.seeds)) if x is not None]
         confirm.append({"recipe": recipe, "runs": seeds, "summary": summarise(seeds, args.holds, base_acc)})
         print(table(seeds, base_acc, args.holds), flush=True)
     doc = {
-        "command": "python experiments/pretrained_sweep.py "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
+        "command": command_line(args, explicit_model),
         "environment": {"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads()},
         "dataset": data.name,
         "model": args.model,
@@ -279,6 +284,7 @@ def main() -> None:
         "max_cost": args.max_cost,
         "runs": runs,
         "confirmed": confirm,
+        "not_run": not_run,  # --cached-only: recipes and seeds of the grid no run was made for
         "sweep_seconds": time.perf_counter() - started,
     }
     Path(args.json_out).write_text(json.dumps(doc, indent=1))

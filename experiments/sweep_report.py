@@ -6,6 +6,7 @@ its ``--render`` turns a sweep's JSON into the page again.
 from __future__ import annotations
 
 import json
+import shlex
 import statistics
 from pathlib import Path
 
@@ -64,8 +65,8 @@ def report(doc: dict) -> str:
     ]
     if doc["confirmed"]:
         lines += [
-            f"The cheapest recipes within {doc['max_cost']} points, {len(doc['confirmed'][0]['runs'])} seeds each "
-            "(median and worst over seeds):",
+            f"The cheapest recipes within {doc['max_cost']} points at seed 0, with more seeds "
+            "(median and worst over seeds; 'reached' counts the seeds at 100% trigger accuracy within the cap):",
             "",
             "| k | lr | layers | BN | stop | reached 100% | epochs of original, median (worst) | cost (points), median (worst) |",
             "|---|---|---|---|---|---|---|---|",
@@ -78,6 +79,10 @@ def report(doc: dict) -> str:
             lines.append(
                 f"| {r['k']} | {r['lr']} | {r['layers']} | {r.get('bn', 'batch')} | {stop} | {x['reached']} | {ep} | {cost} |"
             )
+    if doc.get("not_run"):
+        lines += ["", "Not run (--cached-only: no run of these was made):", ""]
+        lines += [f"- k {r['k']}, lr {r['lr']}, layers {r['layers']}, BN {r.get('bn', 'batch')}"
+                  + (f", cool {r['cool']}" if r.get("cool") else "") + f", seed {r['seed']}" for r in doc["not_run"]]
     return "\n".join(lines) + "\n"
 
 
@@ -111,8 +116,14 @@ class RunCache:
                 r = json.loads(line)
                 self.done[r["_key"]] = r
 
+    def key(self, recipe: dict, seed: int) -> str:
+        return json.dumps({**recipe, "seed": seed, **self.settings}, sort_keys=True)
+
+    def has(self, recipe: dict, seed: int) -> bool:
+        return self.key(recipe, seed) in self.done
+
     def run(self, recipe: dict, seed: int, fn) -> dict:
-        key = json.dumps({**recipe, "seed": seed, **self.settings}, sort_keys=True)
+        key = self.key(recipe, seed)
         if key not in self.done:
             r = fn()
             r["_key"] = key
@@ -120,3 +131,20 @@ class RunCache:
                 f.write(json.dumps(r) + "\n")
             self.done[key] = r
         return self.done[key]
+
+
+def command_line(args, explicit_model: bool) -> str:
+    """The command that makes this sweep again (the options as given or defaulted; the recipe's model left out)."""
+    words = []
+    for k, v in vars(args).items():
+        if v is None or v is False or (k == "model" and not explicit_model):
+            continue
+        words.append("--" + {"json_out": "json"}.get(k, k).replace("_", "-"))
+        if v is not True:
+            words += [shlex.quote(str(x)) for x in (v if isinstance(v, list) else [v])]
+    return "python experiments/pretrained_sweep.py " + " ".join(words)
+
+def hold_stop(epochs: list, hold: int) -> int | None:
+    """The epoch at which ``--hold hold`` stops (the (hold+1)-th epoch at 100%), None if never."""
+    full = [s.epoch for s in epochs if s.trigger_acc is not None and s.trigger_acc >= 1.0]
+    return full[hold] if len(full) > hold else None
