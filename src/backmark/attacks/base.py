@@ -191,10 +191,16 @@ def attacker_data(data: Dataset, fraction: float, seed: int) -> Dataset:
 def victim_config(meta: dict, source: str) -> TrainConfig | None:
     """The victim's training recipe from its checkpoint metadata (the attacks' defaults).
 
-    None when the checkpoint records none; InvalidFile when what it records is not a
-    training config (never silently replaced by defaults).
+    A PRETRAINED victim's is the recipe of the training it was embedded into (``pretrained_from``),
+    where recorded: "the victim's epochs" are those of its training, not the embedding's cap.
+    None when the checkpoint records none; InvalidFile when what it records is not a training
+    config (never silently replaced by defaults). A recipe in short epochs (``epoch_steps``)
+    counts no passes: the caller asks for the attack's epochs.
     """
+    original = meta.get("pretrained_from")
     recorded = meta.get("config")
+    if isinstance(original, dict) and original.get("config") is not None:
+        recorded = original["config"]
     if recorded is None:
         return None
     try:
