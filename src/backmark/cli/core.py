@@ -148,7 +148,8 @@ def train(dataset, data_dir, train_size, test_size, model_name, model_factory, m
 @click.option("--verification-key", type=click.Path(dir_okay=False), default=None, help="Its verification key [next to the marking key].")
 @click.option("--until", type=click.FloatRange(0, 1), default=1.0, show_default=True, help="Stop once trigger accuracy reaches this.")
 @click.option("--hold", type=click.IntRange(0), default=0, show_default=True,
-              help="Then keep fine-tuning this many epochs with the triggers (a mark that is harder to fine-tune away).")
+              help="Then keep fine-tuning this many epochs with the triggers (short ones of --epoch-steps where the recipe "
+                   "has them: Fashion-MNIST's, 10 steps) for a mark that is harder to fine-tune away.")
 @click.option("--layers", default=None, help="What fine-tunes: all, or last:N (the last N conv/linear layers) [recipe].")
 @click.option("--cooldown", type=click.IntRange(0), default=None,
               help="Steps at a learning rate falling to 0 once the watermark holds [recipe].")
