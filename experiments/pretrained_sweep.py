@@ -109,7 +109,7 @@ def original_model(args, data) -> tuple[nn.Module, dict]:
         "seconds": time.perf_counter() - t0,
         "monitor_test_acc": history[-1].test_acc,
     }
-    save_model(path, model, {**data_meta(data), "model": args.model, "sweep": info})
+    save_model(path, model, {**data_meta(data), "model": args.model, "config": cfg.to_dict(), "sweep": info})
     return model.eval(), info
 
 
