@@ -1,10 +1,14 @@
 """PRETRAINED at the least cost: the compute to embed a key into a TRAINED model until every trigger
 is learnt, against the test accuracy it costs, over a grid of recipes (k, lr, trained layers, hold).
 
-    flock /tmp/backmark-heavy.lock python experiments/pretrained_sweep.py --dataset fashion-mnist \
-        --work runs/sweep-fmnist --json docs/results/pretrained-sweep-fmnist.json
-    flock /tmp/backmark-heavy.lock python experiments/pretrained_sweep.py --dataset cifar10-jpg --model cifar-fast \
-        --train-size 20000 --work runs/sweep-cifar --json docs/results/pretrained-sweep-cifar10.json
+    flock /tmp/backmark-heavy2.lock python experiments/pretrained_sweep.py --dataset fashion-mnist --work runs/sweep-fmnist \
+        --cap 0.6 --threads 1 --confirm 2 --json docs/results/pretrained-sweep-fmnist.json \
+        --md docs/results/pretrained-sweep-fmnist.md
+    flock /tmp/backmark-heavy2.lock python experiments/pretrained_sweep.py --dataset cifar10-jpg --model cifar-fast \
+        --train-size 20000 --work runs/sweep-cifar --cap 1.0 --epoch-steps 5 --seeds 2 --confirm 1 --threads 1 \
+        --json docs/results/pretrained-sweep-cifar10.json --md docs/results/pretrained-sweep-cifar10.md
+
+(docs/results/pretrained-sweep.md: the results and how to read them.)
 
 1. The ORIGINAL training: the dataset's recipe (``recipe_for(dataset).train``), NO-WM, cached in
    ``--work``. Its compute is epochs x training images; "one epoch" below is one pass over them.
