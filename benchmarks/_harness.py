@@ -167,6 +167,11 @@ def verdict_both(
     return f"wall: {w}; CPU: {c}"
 
 
+def rounds_of(args) -> dict:
+    """A benchmark's --min-rounds, --max-rounds and --budget as :func:`interleave`'s keywords."""
+    return {"min_rounds": args.min_rounds, "max_rounds": args.max_rounds, "budget_s": args.budget}
+
+
 def interleave(
     arms: dict[str, Callable[[], object]],
     *,

@@ -23,7 +23,7 @@ import json
 import time
 
 import torch
-from _harness import Timing, compare, environment, interleave, interval_text, ratio_interval, verdict_both, wall
+from _harness import Timing, compare, environment, interleave, interval_text, ratio_interval, rounds_of, verdict_both, wall
 
 from backmark.core.keygen import keygen
 from backmark.core.mark import TriggerMixer
@@ -135,9 +135,7 @@ def embed_overhead(model_name: str, steps: int, device: torch.device, args) -> d
         arms,
         baseline="NO-WM",
         resolution=RESOLUTION,
-        min_rounds=args.min_rounds,
-        max_rounds=args.max_rounds,
-        budget_s=args.budget,
+        **rounds_of(args),
         device=device,
         seed=1,
     )

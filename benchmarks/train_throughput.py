@@ -34,7 +34,7 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _harness import cpu, environment, interleave, interval_text, ratio_interval, verdict_both, wall
+from _harness import cpu, environment, interleave, interval_text, ratio_interval, rounds_of, verdict_both, wall
 from embed_overhead import DATASET_OF, add_common_args, bench_data, embed_overhead, new_model, speed_config, trigger_mixer
 from embed_overhead import STEPS as OVERHEAD_STEPS
 from embed_overhead import markdown as overhead_markdown
@@ -188,9 +188,7 @@ def throughput(model_name: str, steps: int, workers: list[int], device: torch.de
         arms,
         baseline="backmark",
         resolution=RESOLUTION,
-        min_rounds=args.min_rounds,
-        max_rounds=args.max_rounds,
-        budget_s=args.budget,
+        **rounds_of(args),
         device=device,
         seed=2,
     )

@@ -32,7 +32,19 @@ import time
 from pathlib import Path
 
 import torch
-from _harness import Interval, Timing, cpu, environment, interleave, interval_text, median_interval, ratio_interval, verdict, wall
+from _harness import (
+    Interval,
+    Timing,
+    cpu,
+    environment,
+    interleave,
+    interval_text,
+    median_interval,
+    ratio_interval,
+    rounds_of,
+    verdict,
+    wall,
+)
 
 from backmark.core.keygen import keygen
 from backmark.core.verify import verify
@@ -184,9 +196,7 @@ def latency(model_name: str, n: int, sets: int, work: Path, args) -> list[dict]:
             arms,
             baseline="in process (torch)",
             resolution=RESOLUTION,
-            min_rounds=args.min_rounds,
-            max_rounds=args.max_rounds,
-            budget_s=args.budget,
+            **rounds_of(args),
             seed=3,
             warmup=1,
         )

@@ -22,11 +22,10 @@ from backmark.core.keygen import open_elements
 from backmark.core.verify import verify
 from backmark.errors import IncompatibleModel, QueryBudgetExceeded, RemoteError
 from backmark.models import create_model
-from backmark.targets import TorchTarget, open_target
+from backmark.targets import TorchTarget, open_target, v2binary
 from backmark.targets.audit import read_audit_log
 from backmark.targets.client import HttpClient, RemoteOptions
 from backmark.targets.http import JsonEndpoint, JsonTarget, V2Target, open_remote
-from backmark.targets import v2binary
 from backmark.targets.serve import BackgroundServer, V2App
 
 from .conftest import serving
@@ -179,7 +178,8 @@ def test_cli_verify_target_url_matches_model(world):
         assert da[k] == db[k]
     assert db["queries"]["images_sent"] == 30 and db["model"] == world["urls"]["wm"]
     assert db["queries"]["encoding"] == "binary"  # --binary auto: backmark serve lists the extension
-    j = runner.invoke(main, [str(x) for x in ["verify", "--target", world["urls"]["wm"], "--binary", "off", "--budget", 30, *keys]])
+    j = runner.invoke(main, [str(x) for x in ["verify", "--target", world["urls"]["wm"], "--binary", "off", "--budget", 30,
+                                              *keys]])
     assert j.exit_code == 0, j.stderr
     dj = json.loads(j.stdout)
     assert dj["queries"]["encoding"] == "json" and dj["predictions"] == db["predictions"]

@@ -119,7 +119,8 @@ def test_attacks_on_a_pretrained_victim_spend_the_epochs_of_its_training(keys, t
 
     clean, embedded = tmp_path / "clean.safetensors", tmp_path / "embedded.safetensors"
     assert run("train", *QUICK, "--epochs", "2", "--out", clean)[0] == 0
-    code, _, err = run("embed", *QUICK, "--model", clean, "--watermark", keys / "marking-key.json", "--epochs", "1", "--out", embedded)
+    code, _, err = run("embed", *QUICK, "--model", clean, "--watermark", keys / "marking-key.json", "--epochs", "1",
+                       "--out", embedded)
     assert code in (0, 1), err
     victim = base.victim_config(meta_of(embedded), str(embedded))
     assert victim == TrainConfig.from_dict(meta_of(clean)["config"]) and victim.epochs == 2 and victim.epoch_steps is None
