@@ -41,6 +41,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("BACKMARK_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     monkeypatch.setenv("BACKMARK_DATA", str(DATA))  # data roots are passed explicitly, never guessed by the library
     monkeypatch.delenv("BACKMARK_OWNER_PASSPHRASE", raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")  # test traffic (local TSAs, servers) never goes through a proxy
     os.environ.setdefault("COLUMNS", "120")
 
 
@@ -80,3 +81,26 @@ def marked_fmnist(tmp_path_factory, fmnist_2k, small_keys):
     path = tmp_path_factory.mktemp("marked") / "wm.safetensors"
     model, _ = train_file(data=fmnist_2k, model_name="fmnist-cnn", cfg=TrainConfig(**MARK_CFG), out=path, keys=small_keys, device="cpu")
     return model, path
+
+
+@pytest.fixture(scope="session")
+def tsa_a(tmp_path_factory):
+    """A local RFC 3161 TSA (its own root; replies by ``openssl ts -reply``): tests/tsa.py."""
+    from .tsa import LocalTSA
+
+    return LocalTSA.create(tmp_path_factory.mktemp("tsa-a"), name="TSA A")
+
+
+@pytest.fixture(scope="session")
+def tsa_b(tmp_path_factory):
+    """Another local TSA, under an unrelated root."""
+    from .tsa import LocalTSA
+
+    return LocalTSA.create(tmp_path_factory.mktemp("tsa-b"), name="TSA B")
+
+
+@pytest.fixture(scope="session")
+def tsa_roots_a(tsa_a):
+    from backmark.crypto.timestamp import TsaRoots
+
+    return TsaRoots.load(tsa_a.root_pem)

@@ -39,16 +39,20 @@ from .remote import open_cli_target, target_options
 @click.option("--commitment", type=click.Choice(["sha256", "pedersen"]), default="sha256", show_default=True, help="Commitment scheme.")
 @click.option("--owner-key", type=click.Path(dir_okay=False), default=None, help="Ed25519 owner key (PEM); created if missing [OUT/owner-key.pem].")
 @click.option("--owner", default="", help="Owner name recorded in the signed statement.")
+@click.option("--tsa", default=None, metavar="URL",
+              help="Anchor the verification key with an RFC 3161 timestamp from this TSA (verification-key.timestamp.json).")
 @click.option("--force", is_flag=True, help="Overwrite existing key files.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
-def keygen(dataset, input_shape, num_classes, out_dir, set_size, num_sets, source, crop, labels, commitment, owner_key, owner, force, as_json):
+def keygen(dataset, input_shape, num_classes, out_dir, set_size, num_sets, source, crop, labels, commitment, owner_key, owner, tsa, force,
+           as_json):
     """Generate a trigger set and its keys (KeyGen)."""
     from ..core.keygen import keygen as _keygen
     from ..core.triggers import load_image_folder, load_labels_file
     from ..crypto import OwnerKey
     from ..data import dataset_info
     from ..io.files import check_writable
+    from ..protocols.anchor import anchor_path, new_anchor, save_anchor
 
     shape = parse_shape(input_shape)
     if (shape is None) != (num_classes is None):
@@ -63,8 +67,10 @@ def keygen(dataset, input_shape, num_classes, out_dir, set_size, num_sets, sourc
         dataset_name = None
     out = Path(out_dir)
     mk_path, vk_path = out / "marking-key.json", out / "verification-key.json"
-    for p in (mk_path, vk_path):
-        check_writable(p, force=force)
+    anchor_file = anchor_path(vk_path) if tsa else None
+    for p in (mk_path, vk_path, anchor_file):
+        if p is not None:
+            check_writable(p, force=force)
     images, src = None, None
     total = set_size * num_sets
     if source != "abstract":
@@ -79,18 +85,23 @@ def keygen(dataset, input_shape, num_classes, out_dir, set_size, num_sets, sourc
         input_shape=shape, num_classes=num_classes, owner_key=key, set_size=set_size, num_sets=num_sets, images=images,
         labels=given, commitment=commitment, owner=owner, dataset=dataset_name, source=src,
     )
+    anchor = new_anchor(vk.to_document(), tsa=tsa) if tsa else None  # before writing: a TSA failure leaves no keys
     mk.save(mk_path, force=force)
     vk.save(vk_path, force=force)
+    if anchor:
+        save_anchor(anchor, anchor_file, force=force)
     doc = {
         "marking_key": str(mk_path), "verification_key": str(vk_path), "fingerprint": vk.fingerprint,
         "owner_key": owner_path, "owner_key_created": created, "owner": vk.owner_fingerprint,
         "elements": vk.size, "input_shape": list(shape), "num_classes": num_classes, "labels": vk.label_mode,
+        "anchor": str(anchor_file) if anchor else None,
     }
     emit(as_json, doc, (
         f"wrote {mk_path} (SECRET: keep it private until you verify)\n"
         f"wrote {vk_path} (public; fingerprint {vk.fingerprint[:16]})\n"
         f"{'created' if created else 'used'} owner key {owner_path} (fingerprint {vk.owner_fingerprint[:16]})\n"
         f"{vk.size} trigger images {shape[0]}x{shape[1]}x{shape[2]}, {num_classes} classes, labels {vk.label_mode}, {commitment} commitments"
+        + (f"\nwrote {anchor_file} (RFC 3161 anchor of the verification key, from {tsa})" if anchor else "")
     ))
 
 
