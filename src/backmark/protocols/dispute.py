@@ -84,7 +84,7 @@ def load_party(folder: str | os.PathLike, roots: TsaRoots | None) -> Party:
 def _counts(result) -> bool:
     # LEAD: count only the exact-null, black-box verdict. Until core.verify's verdicts land this is
     # "verified with labels derived from the signed key"; then: result.verdict.kind == "ownership".
-    return result.verified and result.label_mode == "derived"
+    return result.verified and result.label_mode == "derived" and result.decision.alpha <= DEFAULT_ALPHA
 
 
 @dataclass(frozen=True)
@@ -117,13 +117,10 @@ class DisputeResult:
         return "\n".join(lines)
 
 
-def _when(t) -> str:
-    return format_time(t)
-
-
 def dispute(suspect: str | os.PathLike, folders: Sequence[str | os.PathLike], *, tsa_roots: TsaRoots | None = None,
-            alpha: float = DEFAULT_ALPHA, device="cpu") -> DisputeResult:
-    """Weigh two parties' claims to ``suspect`` (a model file); see the module docstring for the rules."""
+            device="cpu") -> DisputeResult:
+    """Weigh two parties' claims to ``suspect`` (a model file); see the module docstring for the rules.
+    Every test runs at the verifier's alpha, 2^-64: a dispute has no weaker bar to offer."""
     if len(folders) != 2:
         raise InvalidConfig(f"a dispute is between two parties, {len(folders)} were given")
     a, b = (load_party(f, tsa_roots) for f in folders)
@@ -135,7 +132,7 @@ def dispute(suspect: str | os.PathLike, folders: Sequence[str | os.PathLike], *,
     def test(party: Party, model: Path, label: str, release_of: Party | None = None) -> bool:
         if model not in targets:
             targets[model] = open_target(model, device=device)
-        r = verify(targets[model], party.mk, party.vk, alpha=alpha, device=device)
+        r = verify(targets[model], party.mk, party.vk, alpha=DEFAULT_ALPHA, device=device)
         d = r.decision
         tests.append({"key": party.name, "model": label, "release_of": release_of and release_of.name,
                       "model_sha256": file_sha256(model), "matches": d.matches, "n": d.n, "p_value": d.p_value,
@@ -144,10 +141,10 @@ def dispute(suspect: str | os.PathLike, folders: Sequence[str | os.PathLike], *,
 
     def result(winner, rule, reason) -> DisputeResult:
         parties = [{"name": p.name, "verification_key": p.vk.fingerprint, "owner": p.vk.owner_fingerprint,
-                    "key_anchored_at": _when(p.key_anchor.gen_time) if p.key_anchor else None,
+                    "key_anchored_at": format_time(p.key_anchor.gen_time) if p.key_anchor else None,
                     "key_tsa": p.key_anchor.tsa_fingerprint if p.key_anchor else None, "rejected": p.rejected,
                     "releases": [{"record": str(r.path), "sha256": r.sha256, "model": str(m) if m else None,
-                                  "anchored_at": _when(r.anchored_at) if r.anchored_at else None, "tsa": r.tsa_fingerprint}
+                                  "anchored_at": format_time(r.anchored_at) if r.anchored_at else None, "tsa": r.tsa_fingerprint}
                                  for r, m in p.releases]} for p in (a, b)]
         return DisputeResult(winner, rule, reason, {"name": str(suspect), "sha256": file_sha256(suspect)}, parties, tests)
 
@@ -165,7 +162,7 @@ def dispute(suspect: str | os.PathLike, folders: Sequence[str | os.PathLike], *,
         for r, model in p.releases:
             if r.anchored_at is None or model is None:
                 continue
-            label = f"{p.name}'s release {r.model_name} (anchored at {_when(r.anchored_at)})"
+            label = f"{p.name}'s release {r.model_name} (anchored at {format_time(r.anchored_at)})"
             for key_holder in (p, other[p.name]):
                 if test(key_holder, model, label, release_of=p):
                     marked[key_holder.name].append(r.anchored_at)
@@ -182,7 +179,7 @@ def dispute(suspect: str | os.PathLike, folders: Sequence[str | os.PathLike], *,
             return result(None, "anchors", f"only {x.name} is anchored, but {derived[x.name][0]} carries {y.name}'s watermark "
                                            "too, so its anchor does not show it came first")
         return result(x.name, "anchors", f"both keys verify on the suspect; only {x.name} has a verified anchor "
-                                         f"(first at {_when(x.anchor_times()[0])}), and an unanchored claim never wins")
+                                         f"(first at {format_time(x.anchor_times()[0])}), and an unanchored claim never wins")
     if derived[a.name] and derived[b.name]:
         return result(None, "derived", "each party's anchored release carries the other's watermark: "
                                        "the evidence contradicts itself")
@@ -197,16 +194,16 @@ def dispute(suspect: str | os.PathLike, folders: Sequence[str | os.PathLike], *,
     if first[a.name] or first[b.name]:
         if first[a.name] == first[b.name]:
             return result(None, "first-marked", "both watermarks are first in anchored releases at the same time "
-                                                 f"({_when(first[a.name])})")
+                                                 f"({format_time(first[a.name])})")
         x = min((p for p in (a, b) if first[p.name]), key=lambda p: first[p.name])
         y = other[x.name]
-        then = _when(first[y.name]) if first[y.name] else "no time (in no anchored release)"
-        return result(x.name, "first-marked", f"{x.name}'s watermark is in an anchored release model at {_when(first[x.name])}, "
-                                              f"{y.name}'s at {then}")
+        then = format_time(first[y.name]) if first[y.name] else "no time (in no anchored release)"
+        return result(x.name, "first-marked", f"{x.name}'s watermark is in an anchored release model at "
+                                              f"{format_time(first[x.name])}, {y.name}'s at {then}")
     # 5. whose key was anchored first (both are anchored here)
     ta, tb = a.anchor_times()[0], b.anchor_times()[0]
     if ta == tb:
-        return result(None, "key-first", f"both parties' first anchors have the same time ({_when(ta)})")
+        return result(None, "key-first", f"both parties' first anchors have the same time ({format_time(ta)})")
     x, y = (a, b) if ta < tb else (b, a)
     return result(x.name, "key-first", f"no anchored release model decides; {x.name}'s key was anchored first "
-                                       f"({_when(min(ta, tb))}, {y.name}'s at {_when(max(ta, tb))})")
+                                       f"({format_time(min(ta, tb))}, {y.name}'s at {format_time(max(ta, tb))})")
