@@ -4,11 +4,18 @@
 # Safe to rerun. GPU users: install the torch build you want first, then `pip install -e .`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# openssl: the tests start a local RFC 3161 time-stamping authority with `openssl ts -reply`.
-if [ ! -d /usr/share/datasets/fashion-mnist ] || ! command -v openssl >/dev/null; then
+# Debian packages: the data set; headless Chromium (the report page's screenshot test) and
+# poppler-utils (pdftoppm: experiments/report_pictures.sh renders a report PDF's first page);
+# openssl (the tests start a local RFC 3161 time-stamping authority with `openssl ts -reply`).
+NEED=""
+[ -d /usr/share/datasets/fashion-mnist ] || NEED="$NEED dataset-fashion-mnist"
+command -v chromium >/dev/null || NEED="$NEED chromium"
+command -v pdftoppm >/dev/null || NEED="$NEED poppler-utils"
+command -v openssl >/dev/null || NEED="$NEED openssl"
+if [ -n "$NEED" ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq dataset-fashion-mnist openssl
+  $SUDO apt-get install -y -qq $NEED
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check "torch==2.13.0"
