@@ -115,3 +115,43 @@ def sort_certificate_set(der: bytes) -> bytes:
         return der
     except ValueError:
         return der
+
+
+def _signed_data(token: bytes) -> tuple[bytes, list[tuple[int, int, int, int]]]:
+    """(the ContentInfo's OID element, the SignedData's children) of a bare token; ValueError if it is not one."""
+    tag, s, e = read(token, 0, len(token))
+    if tag != 0x30 or e != len(token):
+        raise ValueError("not a DER SEQUENCE")
+    kids = children(token, s, e)
+    if len(kids) != 2 or kids[0][0] != 0x06 or kids[1][0] != 0xA0:
+        raise ValueError("not a CMS ContentInfo")
+    tag, s, e = read(token, kids[1][2], kids[1][3])
+    if tag != 0x30 or e != kids[1][3]:
+        raise ValueError("not a CMS SignedData")
+    return token[kids[0][1]:kids[0][3]], children(token, s, e)
+
+
+def token_parts(token: bytes) -> dict:
+    """The parts of a bare token that the TSA's signature does not cover, as DER: the SignedData
+    ``version``, the ``certificates``, whether it has ``crls``, and of its one signer the
+    ``signer_version``, ``digest_algorithm``, ``signature_algorithm`` and ``unsigned_attributes``."""
+    _, kids = _signed_data(token)
+    raw = {tag: token[a:b] for tag, a, _, b in kids}
+    certs = next(([token[a:b] for _, a, _, b in children(token, c, d)] for tag, _, c, d in kids if tag == 0xA0), [])
+    signers = children(token, kids[-1][2], kids[-1][3]) if kids[-1][0] == 0x31 else []
+    if len(signers) != 1:
+        raise ValueError("not exactly one SignerInfo")
+    si = children(token, signers[0][2], signers[0][3])
+    tags = [t for t, *_ in si]
+    if len(si) < 6 or tags[0] != 0x02 or tags[3] != 0xA0:
+        raise ValueError("a SignerInfo without signed attributes")
+    return {"version": raw.get(0x02), "certificates": certs, "crls": 0xA1 in raw,
+            "signer_version": token[si[0][1]:si[0][3]], "digest_algorithm": token[si[2][1]:si[2][3]],
+            "signature_algorithm": token[si[4][1]:si[4][3]], "unsigned_attributes": len(si) > 6}
+
+
+def with_certificates(token: bytes, certs: list[bytes]) -> bytes:
+    """The bare token with its certificate SET replaced by ``certs`` (in that order), lengths re-encoded."""
+    content_type, kids = _signed_data(token)
+    body = b"".join(tlv(0xA0, b"".join(certs)) if tag == 0xA0 else token[a:b] for tag, a, _, b in kids)
+    return tlv(0x30, content_type + tlv(0xA0, tlv(0x30, body)))

@@ -120,7 +120,48 @@ def token_from_response(reply: bytes, digest: bytes, *, nonce: int | None = None
             raise InvalidTimestamp("the TSA's token is for a different digest than this document's")
         if not resp.signed_data.certificates:
             raise InvalidTimestamp("the TSA's token lacks the TSA certificate")
-        return der.sort_certificate_set(resp.time_stamp_token())
+        return _stored_form(resp.time_stamp_token())
+
+
+def _stored_form(token: bytes) -> bytes:
+    """The one form a token is stored in: its certificate SET in DER order without self-issued
+    certificates (which are never used, so they would be bytes that change nothing: another
+    token that verifies alike). The set is outside what the TSA signs."""
+    try:
+        certs = der.token_parts(token)["certificates"]
+        keep = [c for c in certs if (x := x509.load_der_x509_certificate(c)).issuer != x.subject]
+        return der.with_certificates(token, sorted(keep))
+    except (ValueError, x509.InvalidVersion):  # InvalidVersion: a certificate's version field flipped
+        raise InvalidTimestamp("the timestamp token is not a DER CMS SignedData with one signer") from None
+
+
+# AlgorithmIdentifier DER of each signature a TSA may use, by digest OID: CMS leaves the
+# signatureAlgorithm (and both version numbers) outside the signature, so anything else is refused.
+_SIGNATURES = {
+    d: {der.tlv(0x30, der.oid(ec)), der.tlv(0x30, der.oid("1.2.840.113549.1.1.1") + b"\x05\x00"),
+        der.tlv(0x30, der.oid(rsa) + b"\x05\x00")}
+    for d, ec, rsa in (("2.16.840.1.101.3.4.2.1", "1.2.840.10045.4.3.2", "1.2.840.113549.1.1.11"),
+                       ("2.16.840.1.101.3.4.2.2", "1.2.840.10045.4.3.3", "1.2.840.113549.1.1.12"),
+                       ("2.16.840.1.101.3.4.2.3", "1.2.840.10045.4.3.4", "1.2.840.113549.1.1.13"))
+}
+
+
+def _check_stored_form(token: bytes) -> None:
+    """Refuse a token whose unsigned parts differ from the one form backmark stores (see _stored_form)."""
+    if _stored_form(token) != token:
+        raise InvalidTimestamp("the timestamp token is not in the form backmark stores (its certificate set was changed)")
+    try:
+        parts = der.token_parts(token)
+        digest_oid = der.children(parts["digest_algorithm"], 0, len(parts["digest_algorithm"]))
+        _, a, _, b = der.children(parts["digest_algorithm"], digest_oid[0][2], digest_oid[0][3])[0]
+        digest_alg = parts["digest_algorithm"][a:b]
+    except (ValueError, IndexError):
+        raise InvalidTimestamp("the timestamp token is not a DER CMS SignedData with one signer") from None
+    allowed = next((v for d, v in _SIGNATURES.items() if der.oid(d) == digest_alg), set())
+    if (parts["version"] != der.integer(3) or parts["signer_version"] != der.integer(1) or parts["crls"]
+            or parts["unsigned_attributes"] or parts["signature_algorithm"] not in allowed):
+        raise InvalidTimestamp("the timestamp token's unsigned fields (versions, signature algorithm, CRLs or unsigned "
+                               "attributes) are not those of an RFC 3161 token as TSAs issue it")
 
 
 def request_timestamp(url: str, digest: bytes, *, timeout: float = 15.0) -> bytes:
@@ -200,6 +241,7 @@ def verify_token(token: bytes, digest: bytes, *, roots: TsaRoots) -> VerifiedTim
     if not roots.certificates:
         raise InvalidTimestamp("no trusted TSA root certificate to verify the timestamp against")
     resp = _parse(token)
+    _check_stored_form(token)
     with _library_errors():
         if resp.tst_info.message_imprint.hash_algorithm.dotted_string != SHA256_OID:
             raise InvalidTimestamp("the timestamp token is not over a SHA-256 digest")

@@ -16,20 +16,26 @@ an anchor file holds no root and no time of its own, so nothing in it is read un
 from __future__ import annotations
 
 import base64
-import binascii
 import os
 from pathlib import Path
 
 from ..crypto.canonical import canonical_json
 from ..crypto.timestamp import TsaRoots, VerifiedTimestamp, make_query, request_timestamp, token_from_response, verify_token
 from ..errors import InvalidFile, InvalidTimestamp
-from ..io.documents import is_hex, read_canonical_document, write_json
+from ..io.documents import load_document, write_json
 from ..io.hashing import sha256_hex
+from ..io.schema import Base64, Const, Hex, Obj, Str
 
 ANCHOR_FORMAT = "backmark-timestamp"
 ANCHOR_VERSION = 1
 ANCHORABLE = ("backmark-verification-key", "backmark-release")  # the signed documents an anchor can be over
 MAX_TOKEN_CHARS = 1 << 16  # base64 of a token: a few KiB in practice
+ANCHOR_DOCUMENT = Obj({
+    "format": Const(ANCHOR_FORMAT),
+    "version": Const(ANCHOR_VERSION),
+    "document": Obj({"format": Str(choices=ANCHORABLE), "sha256": Hex(32)}),
+    "token": Base64(max_len=MAX_TOKEN_CHARS),
+})
 
 
 def document_digest(doc: dict) -> bytes:
@@ -63,8 +69,7 @@ def new_anchor(doc: dict, *, tsa: str | None = None, reply: bytes | None = None,
         "version": ANCHOR_VERSION,
         "document": {"format": doc["format"], "sha256": digest.hex()},
         "token": base64.b64encode(token).decode("ascii"),
-        "tsa": tsa,
-    }
+    }  # no TSA URL: nobody signs it, so it would be an unsigned field; the TSA is named by its verified certificate
 
 
 def save_anchor(anchor: dict, path: str | os.PathLike, *, force: bool = False) -> Path:
@@ -72,21 +77,11 @@ def save_anchor(anchor: dict, path: str | os.PathLike, *, force: bool = False) -
 
 
 def load_anchor(path: str | os.PathLike) -> dict:
-    """An anchor file, strictly: exactly the fields above, canonical, base64 and hex exact."""
+    """An anchor file, strictly (io.documents.load_document): schema, then canonical bytes."""
     p = Path(path)
-    doc = read_canonical_document(p, kind=ANCHOR_FORMAT, versions=(ANCHOR_VERSION,),
-                                  fields={"format", "version", "document", "token", "tsa"})
-    d, token, tsa = doc["document"], doc["token"], doc["tsa"]
-    if (not isinstance(d, dict) or set(d) != {"format", "sha256"} or d["format"] not in ANCHORABLE
-            or not is_hex(d["sha256"], 64)):
-        raise InvalidFile(f"{p}: malformed anchor: 'document' must name a verification key or release record and its SHA-256")
-    if not isinstance(tsa, (str, type(None))) or not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_CHARS:
-        raise InvalidFile(f"{p}: malformed anchor: 'token' must be base64 text and 'tsa' a URL or null")
-    try:
-        if base64.b64encode(base64.b64decode(token, validate=True)).decode("ascii") != token:
-            raise ValueError
-    except (ValueError, binascii.Error):
-        raise InvalidFile(f"{p}: malformed anchor: 'token' is not canonical base64") from None
+    doc = load_document(p, kind=ANCHOR_FORMAT, versions=(ANCHOR_VERSION,), schema=ANCHOR_DOCUMENT)
+    if not doc["token"]:
+        raise InvalidFile(f"{p}: token: expected a timestamp token, got an empty string")
     return doc
 
 

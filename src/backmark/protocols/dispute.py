@@ -28,12 +28,14 @@ from ..core.keygen import MarkingKey, VerificationKey, load_pair
 from ..core.stats import DEFAULT_ALPHA
 from ..core.verify import verify
 from ..crypto.timestamp import TsaRoots, VerifiedTimestamp
-from ..errors import BackmarkError, InvalidConfig
+from ..errors import BackmarkError, InvalidConfig, InvalidFile
 from ..io.clock import format_time
+from ..io.documents import document_format
+from ..io.files import read_file
 from ..io.hashing import file_sha256
 from ..targets import open_target
 from .anchor import find_anchor
-from .release import RELEASE_FORMAT, ReleaseRecord, document_format, load_release
+from .release import RELEASE_FORMAT, ReleaseRecord, load_release
 
 _NOT_MODELS = {".json", ".pem", ".tsq", ".tsr", ".jsonl", ".html"}
 
@@ -65,7 +67,11 @@ def load_party(folder: str | os.PathLike, roots: TsaRoots | None) -> Party:
         party.rejected.append(str(e))
     models = None
     for p in sorted(d.glob("*.json")):
-        if document_format(p) != RELEASE_FORMAT:
+        try:
+            if document_format(read_file(p, what="file"), where=str(p)) != RELEASE_FORMAT:
+                continue
+        except InvalidFile as e:  # a broken file among the evidence is said, not skipped
+            party.rejected.append(str(e))
             continue
         try:
             record = load_release(p, vk, tsa_roots=roots)

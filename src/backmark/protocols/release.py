@@ -13,7 +13,6 @@ its anchor, checked against the verifier's roots. File format: docs/formats.md.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,17 +22,28 @@ from ..core.keygen import VK_FORMAT, VerificationKey
 from ..crypto import OwnerKey, canonical_json, open_signed
 from ..crypto.timestamp import TsaRoots, VerifiedTimestamp
 from ..errors import InvalidFile, ReleaseMismatch, TamperedRecord
-from ..io.clock import Clock, format_time, parse_time, system_clock
-from ..io.documents import is_hex, read_canonical_document, write_json
+from ..io.clock import Clock, format_time, system_clock
+from ..io.documents import document_format, load_document, write_json
 from ..io.files import read_file
 from ..io.hashing import file_sha256
+from ..io.schema import Const, Hex, Nullable, Obj, Str, Timestamp
 from ..models.heads import head_sha256
 from ..version import __version__
 from .anchor import anchor_path, document_digest, find_anchor
 
 RELEASE_FORMAT = "backmark-release"
 RELEASE_VERSION = 1
-_BODY = {"backmark", "created", "verification_key", "owner_public_key", "model", "head"}
+_NAMED = Obj({"name": Str(max_len=4096), "sha256": Hex(32)})
+RELEASE_BODY = Obj({
+    "backmark": Str(min_len=1, max_len=64),
+    "created": Timestamp(),
+    "verification_key": Hex(32),
+    "owner_public_key": Hex(32),
+    "model": _NAMED,
+    "head": Nullable(_NAMED),
+})
+RELEASE_DOCUMENT = Obj({"format": Const(RELEASE_FORMAT), "version": Const(RELEASE_VERSION), "body": RELEASE_BODY,
+                        "signature": Hex(64)})
 
 
 def make_release(vk: VerificationKey, owner_key: OwnerKey, model: str | os.PathLike, *, head=None,
@@ -53,6 +63,7 @@ def make_release(vk: VerificationKey, owner_key: OwnerKey, model: str | os.PathL
         "model": {"name": Path(model).name, "sha256": file_sha256(model)},
         "head": None if head is None else {"name": _name(head), "sha256": head_sha256(head)},
     }
+    RELEASE_BODY.validate(body, "body")  # what is signed is what the loader will accept
     return {"format": RELEASE_FORMAT, "version": RELEASE_VERSION, "body": body,
             "signature": owner_key.sign(canonical_json(body)).hex()}
 
@@ -69,21 +80,7 @@ def read_release(path: str | os.PathLike) -> dict:
     """A release record, strictly (fields, types, canonical bytes) and with a valid signature by
     the owner key it names; which key and owner it must be for is :func:`load_release`'s check."""
     p = Path(path)
-    doc = read_canonical_document(p, kind=RELEASE_FORMAT, versions=(RELEASE_VERSION,),
-                                  fields={"format", "version", "body", "signature"})
-    b = doc["body"]
-    if not isinstance(b, dict) or set(b) != _BODY:
-        raise InvalidFile(f"{p}: malformed release record: the body's fields are missing or unknown")
-    named = [b["model"]] + ([] if b["head"] is None else [b["head"]])
-    if (not all(is_hex(b[k], 64) for k in ("verification_key", "owner_public_key"))
-            or not all(isinstance(x, dict) and set(x) == {"name", "sha256"} and isinstance(x["name"], str)
-                       and is_hex(x["sha256"], 64) for x in named)
-            or not isinstance(b["backmark"], str) or not is_hex(doc["signature"], 128)):
-        raise InvalidFile(f"{p}: malformed release record: a key, hash, name or the signature is not what backmark writes")
-    try:
-        parse_time(b["created"])
-    except ValueError:
-        raise InvalidFile(f"{p}: malformed release record: 'created' is not a UTC timestamp") from None
+    doc = load_document(p, kind=RELEASE_FORMAT, versions=(RELEASE_VERSION,), schema=RELEASE_DOCUMENT, tampered=TamperedRecord)
     _, problem = open_signed(doc, what="release record")
     if problem:
         raise TamperedRecord(f"{p}: {problem}")
@@ -172,18 +169,10 @@ def check_model(record: ReleaseRecord, model: str | os.PathLike) -> None:
 def read_anchorable(path: str | os.PathLike) -> dict:
     """The signed document at ``path``, checked, if it is one an anchor can be over (a verification
     key or a release record); InvalidFile for anything else."""
-    kind = document_format(path)
+    kind = document_format(read_file(path, what="file"), where=str(path))
     if kind == VK_FORMAT:
         return VerificationKey.load(path).to_document()
     if kind == RELEASE_FORMAT:
         return read_release(path)
     raise InvalidFile(f"{path}: only a verification key or a release record can be timestamped (found format {kind!r})")
 
-
-def document_format(path: str | os.PathLike) -> str | None:
-    """The ``format`` field of a JSON file, or None (not JSON, not an object): for picking a loader only."""
-    try:
-        doc = json.loads(read_file(path, what="file"))
-    except (ValueError, RecursionError, UnicodeDecodeError):
-        return None
-    return doc.get("format") if isinstance(doc, dict) else None
