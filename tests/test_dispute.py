@@ -37,7 +37,8 @@ def piracy(tmp_path_factory, marked_fmnist, fmnist_2k, small_keys, owner_key):
     pirate_owner = OwnerKey.generate()
     pirate_keys = keygen(input_shape=(1, 28, 28), num_classes=10, owner_key=pirate_owner, set_size=30, owner="pirate")
     cfg = TrainConfig(**MARK_CFG).replace(lr=0.01, epochs=3, schedule="constant")
-    embed_file(data=fmnist_2k, model_path=marked_fmnist[1], cfg=cfg, out=d / "pirated.safetensors", keys=pirate_keys, device="cpu")
+    embed_file(data=fmnist_2k, model_path=marked_fmnist[1], cfg=cfg, out=d / "pirated.safetensors", keys=pirate_keys,
+               device="cpu")
     released = d / "released.safetensors"
     shutil.copy(marked_fmnist[1], released)
     for model, keys, should in ((released, small_keys, True), (released, pirate_keys, False),
@@ -142,7 +143,8 @@ def test_the_suspect_decides_when_one_key_or_none_verifies(piracy, tmp_path, fmn
     res = dispute(released, [pirate, owner])
     assert (res.winner, res.rule) == (str(owner), "suspect")
     clean = tmp_path / "clean.safetensors"
-    save_model(clean, new_model("fmnist-cnn", fmnist_2k, 99), {"model": "fmnist-cnn", "num_classes": 10, "input_shape": [1, 28, 28]})
+    save_model(clean, new_model("fmnist-cnn", fmnist_2k, 99),
+               {"model": "fmnist-cnn", "num_classes": 10, "input_shape": [1, 28, 28]})
     res = dispute(clean, [pirate, owner])
     assert (res.winner, res.rule) == (None, "suspect")
 
@@ -154,7 +156,8 @@ def test_bad_disputes_exit_2_in_one_line(piracy, tmp_path):
         dispute(released, [owner, owner])
     (tmp_path / "empty").mkdir()
     r = CliRunner()
-    for parties, message in [([owner], "exactly twice"), ([owner, tmp_path / "empty"], "no such"), ([owner, owner], "same verification")]:
+    for parties, message in [([owner], "exactly twice"), ([owner, tmp_path / "empty"], "no such"),
+                             ([owner, owner], "same verification")]:
         res = r.invoke(main, ["dispute", "--suspect", str(released), *[a for p in parties for a in ("--party", str(p))]])
         lines = res.stderr.strip().splitlines()
         assert res.exit_code == 2 and message in res.stderr and (len(lines) == 1 or lines[0].startswith("Usage:")), res.output

@@ -23,7 +23,7 @@ from ..crypto import OwnerKey, canonical_json, open_signed
 from ..crypto.timestamp import TsaRoots, VerifiedTimestamp
 from ..errors import InvalidFile, ReleaseMismatch, TamperedRecord
 from ..io.clock import Clock, format_time, system_clock
-from ..io.documents import document_format, load_document, write_json
+from ..io.documents import document_format, load_document, validate_document, write_json
 from ..io.files import read_file
 from ..io.hashing import file_sha256
 from ..io.schema import Const, Hex, Nullable, Obj, Str, Timestamp
@@ -81,10 +81,33 @@ def read_release(path: str | os.PathLike) -> dict:
     the owner key it names; which key and owner it must be for is :func:`load_release`'s check."""
     p = Path(path)
     doc = load_document(p, kind=RELEASE_FORMAT, versions=(RELEASE_VERSION,), schema=RELEASE_DOCUMENT, tampered=TamperedRecord)
+    _check_signature(doc, str(p))
+    return doc
+
+
+def check_release_document(doc, vk: VerificationKey, *, where: str = "release record") -> dict:
+    """A release record held in memory (one a report embeds), checked as :func:`load_release`
+    checks a file: schema, the owner's signature, and that it is ``vk``'s owner's record of ``vk``."""
+    validate_document(RELEASE_DOCUMENT, doc, where=where)
+    _check_signature(doc, where)
+    _check_owner(doc, vk, where)
+    return doc
+
+
+def _check_signature(doc: dict, where: str) -> None:
     _, problem = open_signed(doc, what="release record")
     if problem:
-        raise TamperedRecord(f"{p}: {problem}")
-    return doc
+        raise TamperedRecord(f"{where}: {problem}")
+
+
+def _check_owner(doc: dict, vk: VerificationKey, where) -> None:
+    b = doc["body"]
+    if b["owner_public_key"] != vk.owner_public_key:
+        raise ReleaseMismatch(f"{where}: the release record is signed by another owner key than the one that signed "
+                              "this verification key")
+    if b["verification_key"] != vk.fingerprint:
+        raise ReleaseMismatch(f"{where}: the release record is for verification key {b['verification_key'][:16]}..., "
+                              f"not {vk.fingerprint[:16]}...")
 
 
 @dataclass(frozen=True)
@@ -140,13 +163,7 @@ def load_release(path: str | os.PathLike, vk: VerificationKey, *, tsa_roots: Tsa
     ReleaseMismatch (another key or owner), InvalidFile (malformed). With ``tsa_roots`` its anchor
     (``anchor``, or the file beside it) is verified: InvalidTimestamp if present and bad."""
     doc = read_release(path)
-    b = doc["body"]
-    if b["owner_public_key"] != vk.owner_public_key:
-        raise ReleaseMismatch(f"{path}: the release record is signed by another owner key than the one that signed "
-                              "this verification key")
-    if b["verification_key"] != vk.fingerprint:
-        raise ReleaseMismatch(f"{path}: the release record is for verification key {b['verification_key'][:16]}..., "
-                              f"not {vk.fingerprint[:16]}...")
+    _check_owner(doc, vk, path)
     return ReleaseRecord(doc, Path(path), find_anchor(path, doc, tsa_roots, anchor=anchor))
 
 

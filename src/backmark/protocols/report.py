@@ -228,7 +228,7 @@ class ReportCheck:
 
 
 def check_report(report, *, vk: VerificationKey | None = None, model=None, earlier=None, verifier: str | None = None,
-                 device="cpu") -> ReportCheck:
+                 tsa_roots=None, device="cpu") -> ReportCheck:
     """Check a report (path or document). Problems are collected, not raised.
 
     Always: the owner's signature, the arithmetic and the verdict, recomputed from the
@@ -237,7 +237,8 @@ def check_report(report, *, vk: VerificationKey | None = None, model=None, earli
     verifier's signed one. ``model``: its SHA-256 and its answers. ``earlier``: an earlier
     report of the same one-time key (path or document): this one's chain must extend its.
     ``verifier``: the public key (hex) or fingerprint of the verifier that must have signed
-    the spent log.
+    the spent log. ``tsa_roots`` (crypto.timestamp.TsaRoots): the TSA roots the checker trusts,
+    for a white-box report's anchored head (its release record and anchor are re-checked).
     """
     doc = load_report(report) if isinstance(report, (str, os.PathLike)) else report
     chk = ReportCheck(doc)
@@ -253,6 +254,8 @@ def check_report(report, *, vk: VerificationKey | None = None, model=None, earli
                                 "for any key is not evidence until its openings are checked")
         else:
             _check_against_key(b, vk, chk)
+            if b["view"]["kind"] != "black-box" and not chk.problems:
+                _check_head(b["view"], vk, tsa_roots, chk)
         if b["selection"]["kind"] == "pverify":
             _check_selection(b, vk, earlier, verifier, chk)
         elif earlier is not None or verifier is not None:
@@ -313,10 +316,23 @@ def _check_decision(b: dict, chk: ReportCheck) -> None:
     if verdict.as_dict() != b["verdict"]:
         chk.problems.append(f"the verdict should read {verdict.text!r}, not {b['verdict'].get('text')!r}")
         return
-    if view.kind != "black-box" and view.bound:
-        chk.problems.append("a white-box report's release record is checked by `backmark check-report --release`: not supported here")
-        return
     chk.checked.append("decision and verdict")
+
+
+def _check_head(view: dict, vk: VerificationKey, tsa_roots, chk: ReportCheck) -> None:
+    """A white-box report: its head is the one the owner's embedded release record binds, anchored when it says."""
+    from .binding import check_binding
+
+    if not view["bound"]:
+        if view["release"] is not None:
+            chk.problems.append("the report carries a release record but says its head is not bound")
+        return
+    problem = check_binding(view, vk, tsa_roots=tsa_roots)
+    if problem:
+        chk.problems.append(problem)
+    else:
+        chk.checked.append("head bound by the owner's release record" + (f", anchored at {view['anchored_at']}"
+                                                                         if view["anchored_at"] else ", not anchored"))
 
 
 def _check_against_key(b: dict, vk: VerificationKey, chk: ReportCheck) -> None:
