@@ -117,6 +117,20 @@ def serving(*args, cwd=None, timeout: float = 60):
             raise
 
 
+def write_owner_folder(d, *, set_size: int):
+    """An owner's folder as keygen writes it (owner-key.pem, marking-key.json, verification-key.json):
+    (owner key, marking key, verification key)."""
+    from backmark.core.keygen import keygen
+    from backmark.crypto import OwnerKey
+
+    owner = OwnerKey.generate()
+    owner.save(d / "owner-key.pem")
+    mk, vk = keygen(input_shape=(1, 28, 28), num_classes=10, owner_key=owner, set_size=set_size, created="2026-01-01T00:00:00Z")
+    mk.save(d / "marking-key.json")
+    vk.save(d / "verification-key.json")
+    return owner, mk, vk
+
+
 @pytest.fixture(scope="session")
 def tsa_a(tmp_path_factory):
     """A local RFC 3161 TSA (its own root; replies by ``openssl ts -reply``): tests/tsa.py."""

@@ -21,6 +21,7 @@ from backmark.protocols.binding import bind_head
 from backmark.protocols.release import make_release, save_release
 from backmark.protocols.report import check_report, make_report
 
+from .conftest import write_owner_folder
 from .test_claims import _fit_head
 
 META = {"model": "fmnist-cnn", "num_classes": 10, "input_shape": [1, 28, 28]}
@@ -32,11 +33,7 @@ def owner_world(tmp_path_factory, tsa_a):
     """The owner's folder (keys, owner key), a released model whose head he fitted to his key, the
     head, and its release record anchored by TSA A; the suspect is the backbone with another head."""
     d = tmp_path_factory.mktemp("binding")
-    owner = OwnerKey.generate()
-    owner.save(d / "owner-key.pem")
-    mk, vk = keygen(input_shape=(1, 28, 28), num_classes=10, owner_key=owner, set_size=30, created="2026-01-01T00:00:00Z")
-    mk.save(d / "marking-key.json")
-    vk.save(d / "verification-key.json")
+    owner, mk, vk = write_owner_folder(d, set_size=30)
     torch.manual_seed(0)
     suspect = create_model("fmnist-cnn", num_classes=10, input_shape=(1, 28, 28))
     save_model(d / "suspect.safetensors", suspect, META)

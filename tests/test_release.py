@@ -20,6 +20,8 @@ from backmark.models.heads import head_sha256, output_layer, save_output_layer
 from backmark.protocols.anchor import anchor_path, new_anchor, save_anchor
 from backmark.protocols.release import check_head, check_model, load_release, make_release, read_release, save_release
 
+from .conftest import write_owner_folder
+
 FIXED = lambda: datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)  # noqa: E731 (the record's own, claimed, time)
 
 
@@ -27,11 +29,7 @@ FIXED = lambda: datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)  # noqa: E73
 def world(tmp_path_factory):
     """An owner folder as keygen writes it, a released model and its head."""
     d = tmp_path_factory.mktemp("release")
-    owner = OwnerKey.generate()
-    owner.save(d / "owner-key.pem")
-    mk, vk = keygen(input_shape=(1, 28, 28), num_classes=10, owner_key=owner, set_size=10, created="2026-01-01T00:00:00Z")
-    mk.save(d / "marking-key.json")
-    vk.save(d / "verification-key.json")
+    owner, _, vk = write_owner_folder(d, set_size=10)
     torch.manual_seed(0)
     model = create_model("fmnist-cnn", num_classes=10, input_shape=(1, 28, 28))
     save_model(d / "m.safetensors", model, {"model": "fmnist-cnn", "num_classes": 10, "input_shape": [1, 28, 28]})
