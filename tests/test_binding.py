@@ -74,6 +74,7 @@ def test_an_anchored_head_before_the_suspect_is_white_box_ownership(owner_world,
     chk = check_report(report, vk=vk, tsa_roots=tsa_roots_a)
     assert chk.ok, chk.problems
     assert any(c.startswith("head bound by the owner's release record, anchored at") for c in chk.checked)
+    assert check_report(tmp_path / "rep.html", vk=vk, tsa_roots=tsa_roots_a).ok  # the page carries the same record
     assert "give the TSA roots" in " ".join(check_report(report, vk=vk).problems)
     r = CliRunner().invoke(main, ["check-report", str(report), "--verification-key", str(d / "verification-key.json"),
                                   "--tsa-roots", str(tsa_a.root_pem)])
