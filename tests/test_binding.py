@@ -10,16 +10,17 @@ import torch
 from click.testing import CliRunner
 
 from backmark.cli import main
-from backmark.core.keygen import keygen
+from backmark.core.keygen import VerificationKey, keygen
 from backmark.core.verify import verify
 from backmark.crypto import OwnerKey, canonical_json
+from backmark.crypto.timestamp import TsaRoots
 from backmark.models import create_model
 from backmark.models.checkpoint import load_model, save_model
 from backmark.models.heads import output_layer, save_output_layer
 from backmark.protocols.anchor import anchor_path, load_anchor, new_anchor, save_anchor, timestamp_query
 from backmark.protocols.binding import bind_head
 from backmark.protocols.release import make_release, save_release
-from backmark.protocols.report import check_report, make_report
+from backmark.protocols.report import check_report, load_report, make_report
 
 from .conftest import write_owner_folder
 from .test_claims import _fit_head
@@ -179,3 +180,15 @@ def test_verify_shows_the_keys_anchored_time(owner_world, tsa_a, tsa_b, tmp_path
     assert "not checked (give --tsa-roots)" in r.stdout, r.output
     r = CliRunner().invoke(main, [*base, "--tsa-roots", str(tsa_b.root_pem)])  # a TSA the verifier does not trust
     assert r.exit_code == 2 and "does not verify" in r.stderr, r.output
+    # the report shows the key's anchored time with the token; check-report re-checks both
+    r = CliRunner().invoke(main, [*base, "--tsa-roots", str(tsa_a.root_pem), "--report", str(tmp_path / "rep")])
+    assert r.exit_code == 1 and (tmp_path / "rep.json").exists(), r.output
+    vk = VerificationKey.load(tmp_path / "k" / "verification-key.json")
+    doc = load_report(tmp_path / "rep.json")
+    stated = doc["body"]["key_anchor"]["anchored_at"]
+    assert f"key anchored at {stated}" in check_report(doc, vk=vk, tsa_roots=TsaRoots.load(tsa_a.root_pem)).checked
+    assert "give the TSA roots" in " ".join(check_report(doc, vk=vk).problems)
+    assert "does not verify" in " ".join(check_report(doc, vk=vk, tsa_roots=TsaRoots.load(tsa_b.root_pem)).problems)
+    doc["body"]["key_anchor"]["anchored_at"] = "2000-01-01T00:00:00Z"  # the owner back-dates his key and re-signs
+    doc["signature"] = OwnerKey.load(tmp_path / "k" / "owner-key.pem").sign(canonical_json(doc["body"])).hex()
+    assert "the token says" in " ".join(check_report(doc, vk=vk, tsa_roots=TsaRoots.load(tsa_a.root_pem)).problems)

@@ -263,8 +263,13 @@ def verify(model_path, model_factory, marking_key, verification_key, alpha, allo
     if report:
         from ..protocols.report import report_verification
 
+        from ..protocols.anchor import load_anchor
+
+        stated = {"anchor": load_anchor(key_anchor["anchor"]), "anchored_at": key_anchor["anchored_at"]} \
+            if key_anchor["anchored_at"] else None  # only a time checked against the verifier's roots
         paths = report_verification(report, result, mk, vk, owner, model=model_path or remote["target"],
-                                    seconds=time.perf_counter() - started, force=force, verifier_name=verifier_name)
+                                    seconds=time.perf_counter() - started, force=force, verifier_name=verifier_name,
+                                    key_anchor=stated)
         doc["report"] = [str(p) for p in paths]
         text += f"\nwrote {paths[0]}, {paths[1]}, {paths[2]} (the PDF is for people; check-report reads the JSON or HTML)"
     if not result.passed and mean is None and _may_expect_normalised(target):

@@ -22,9 +22,10 @@ from pathlib import Path
 from ..crypto.canonical import canonical_json
 from ..crypto.timestamp import TsaRoots, VerifiedTimestamp, make_query, request_timestamp, token_from_response, verify_token
 from ..errors import InvalidFile, InvalidTimestamp
-from ..io.documents import load_document, write_json
+from ..io.clock import format_time
+from ..io.documents import load_document, validate_document, write_json
 from ..io.hashing import sha256_hex
-from ..io.schema import Base64, Const, Hex, Obj, Str
+from ..io.schema import Base64, Const, Hex, Obj, Str, Timestamp
 
 ANCHOR_FORMAT = "backmark-timestamp"
 ANCHOR_VERSION = 1
@@ -92,6 +93,22 @@ def check_anchor(anchor: dict, doc: dict, roots: TsaRoots) -> VerifiedTimestamp:
     if anchor["document"] != {"format": doc["format"], "sha256": digest.hex()}:
         raise InvalidTimestamp("the anchor is for another document (the document was changed, or the anchor belongs elsewhere)")
     return verify_token(base64.b64decode(anchor["token"]), digest, roots=roots)
+
+
+def check_anchor_time(stated: dict, doc: dict, roots: TsaRoots | None) -> VerifiedTimestamp | None:
+    """``stated`` = {"anchor": an anchor document, "anchored_at": T} as a report carries it: the
+    anchor's form, and with ``roots`` that it verifies over ``doc`` with genTime exactly T.
+    InvalidFile (form) or InvalidTimestamp (token, time)."""
+    if not isinstance(stated, dict) or set(stated) != {"anchor", "anchored_at"}:
+        raise InvalidFile("an anchored time must be stated as {anchor, anchored_at}")
+    validate_document(ANCHOR_DOCUMENT, stated["anchor"], where="anchor")
+    Timestamp().validate(stated["anchored_at"], "anchored_at")
+    if roots is None:
+        return None
+    stamp = check_anchor(stated["anchor"], doc, roots)
+    if format_time(stamp.gen_time) != stated["anchored_at"]:
+        raise InvalidTimestamp(f"anchored at {stated['anchored_at']} is stated, the token says {format_time(stamp.gen_time)}")
+    return stamp
 
 
 def find_anchor(document_path: str | os.PathLike, doc: dict, roots: TsaRoots | None, *,
