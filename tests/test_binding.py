@@ -157,7 +157,7 @@ def test_a_report_whose_owner_rewrites_the_anchored_time_is_refused(owner_world,
         body["verdict"]["text"] = body["verdict"]["text"].replace(body["view"]["anchored_at"], "2000-01-01T00:00:00Z")
         body["view"]["anchored_at"] = "2000-01-01T00:00:00Z"
 
-    assert "its anchor says" in " ".join(resigned(earlier).problems)
+    assert "the token says" in " ".join(resigned(earlier).problems)
     other = copy.deepcopy(binding.release["record"])
     other["body"]["head"]["sha256"] = "0" * 64
     assert resigned(lambda b: b["view"]["release"].update(record=other)).problems  # the record's signature breaks

@@ -21,9 +21,8 @@ from ..core.verify import HeadBinding
 from ..crypto.timestamp import TsaRoots
 from ..errors import BackmarkError, InvalidFile, ReleaseMismatch
 from ..io.clock import format_time
-from ..io.documents import validate_document
 from ..models.heads import head_sha256
-from .anchor import ANCHOR_DOCUMENT, anchor_path, check_anchor, load_anchor
+from .anchor import anchor_path, check_anchor_time, load_anchor
 from .release import check_release_document, load_release
 
 
@@ -63,14 +62,11 @@ def check_binding(view: dict, vk: VerificationKey, *, tsa_roots: TsaRoots | None
             return None if view["anchored_at"] is None else "the report states an anchored time but carries no anchor"
         if tsa_roots is None:
             return "the report's head is anchored: give the TSA roots you trust (--tsa-roots) to check the anchor"
-        validate_document(ANCHOR_DOCUMENT, anchor, where="the report's anchor")
-        stamp = check_anchor(anchor, record, tsa_roots)
+        check_anchor_time({"anchor": anchor, "anchored_at": view["anchored_at"]}, record, tsa_roots)
     except InvalidFile as e:
         return f"malformed release record or anchor in the report: {e}"
     except BackmarkError as e:
-        return str(e)
-    if format_time(stamp.gen_time) != view["anchored_at"]:
-        return f"the report states the head anchored at {view['anchored_at']}, its anchor says {format_time(stamp.gen_time)}"
+        return f"the head's anchor: {e}"
     return None
 
 
