@@ -12,7 +12,7 @@ from backmark.core.verify import verify
 from backmark.crypto import OwnerKey
 from backmark.crypto.timestamp import TsaRoots
 from backmark.errors import InvalidConfig
-from backmark.experiments.workflow import embed_file, new_model
+from backmark.experiments.workflow import embed_file, new_model, train_file
 from backmark.models.checkpoint import save_model
 from backmark.protocols.anchor import anchor_path, new_anchor, save_anchor
 from backmark.protocols.dispute import dispute
@@ -31,19 +31,25 @@ def url(tsa_a):
 
 
 @pytest.fixture(scope="module")
-def piracy(tmp_path_factory, marked_fmnist, fmnist_2k, small_keys, owner_key):
-    """The owner's released model (marked_fmnist), and the pirate's copy: his own key embedded into it."""
+def piracy(tmp_path_factory, fmnist_2k, small_keys, owner_key):
+    """The owner's released model, and the pirate's copy: his own key embedded into it.
+
+    Both marks must verify on the copy at 2^-64 (25 of 30). The pirate's fine-tuning erodes the
+    owner's mark, so the owner marks for 4 epochs (conftest's 2-epoch marked_fmnist kept 24-26 of
+    30 under the pirate's embed) and the pirate embeds gently (lr 0.003; measured 26-27 of 30 on a
+    2-epoch owner model, with the pirate's own mark at 30 of 30)."""
     d = tmp_path_factory.mktemp("piracy")
+    released = d / "released.safetensors"
+    train_file(data=fmnist_2k, model_name="fmnist-cnn", cfg=TrainConfig(**MARK_CFG).replace(epochs=4), out=released,
+               keys=small_keys, device="cpu")
     pirate_owner = OwnerKey.generate()
     pirate_keys = keygen(input_shape=(1, 28, 28), num_classes=10, owner_key=pirate_owner, set_size=30, owner="pirate")
-    cfg = TrainConfig(**MARK_CFG).replace(lr=0.01, epochs=3, schedule="constant")
-    embed_file(data=fmnist_2k, model_path=marked_fmnist[1], cfg=cfg, out=d / "pirated.safetensors", keys=pirate_keys,
-               device="cpu")
-    released = d / "released.safetensors"
-    shutil.copy(marked_fmnist[1], released)
+    cfg = TrainConfig(**MARK_CFG).replace(lr=0.003, epochs=6, schedule="constant")
+    embed_file(data=fmnist_2k, model_path=released, cfg=cfg, out=d / "pirated.safetensors", keys=pirate_keys, device="cpu")
     for model, keys, should in ((released, small_keys, True), (released, pirate_keys, False),
                                 (d / "pirated.safetensors", small_keys, True), (d / "pirated.safetensors", pirate_keys, True)):
-        assert verify(model, *keys).verified == should, model  # the premise: both marks in the pirate's copy only
+        r = verify(model, *keys)
+        assert r.verified == should, (model, r.matches)  # the premise: both marks in the pirate's copy only
     return {"owner": (small_keys, owner_key, released), "pirate": (pirate_keys, pirate_owner, d / "pirated.safetensors")}
 
 
