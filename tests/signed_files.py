@@ -146,6 +146,11 @@ def _audit_checked(p: Path, w: World) -> list[dict]:
     return read_audit_log(p, head=read_audit_log(_make_audit_log(w))[-1]["hash"])
 
 
+def is_record_prefix(data: bytes, original: bytes) -> bool:
+    """A JSON Lines file cut after one of its records (a valid shorter log until its head is compared)."""
+    return data != original and original.startswith(data) and (not data or data.endswith(b"\n"))
+
+
 def _vk_identity(vk: VerificationKey) -> bytes:
     return canonical_json({"body": vk.body, "signature": vk.signature})
 
@@ -191,4 +196,4 @@ FILES = [
 ]
 BY_NAME = {f.name: f for f in FILES}
 
-__all__ = ["BY_NAME", "FILES", "SignedFile", "World"]
+__all__ = ["BY_NAME", "FILES", "SignedFile", "World", "is_record_prefix"]
