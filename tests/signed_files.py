@@ -19,9 +19,9 @@ import torch
 
 from backmark.core.keygen import MarkingKey, VerificationKey, keygen, load_pair
 from backmark.crypto import OwnerKey, canonical_json
+from backmark.crypto.timestamp import TsaRoots
 from backmark.errors import TamperedRecord
 from backmark.models import create_model
-from backmark.crypto.timestamp import TsaRoots
 from backmark.models.checkpoint import save_model
 from backmark.protocols.anchor import check_anchor, load_anchor, new_anchor, save_anchor, timestamp_query
 from backmark.protocols.public import check_public_claim, load_claim, public_claim, save_claim
