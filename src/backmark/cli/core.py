@@ -261,9 +261,8 @@ def verify(model_path, model_factory, marking_key, verification_key, alpha, allo
     doc = {"model": model_path or remote["target"], **result.as_dict(), "key_anchor": key_anchor}
     text = f"{result.summary()}\nkey {vk.fingerprint[:16]}, owner {vk.owner_fingerprint[:16]}; {key_anchor['text']}"
     if report:
-        from ..protocols.report import report_verification
-
         from ..protocols.anchor import load_anchor
+        from ..protocols.report import report_verification
 
         stated = {"anchor": load_anchor(key_anchor["anchor"]), "anchored_at": key_anchor["anchored_at"]} \
             if key_anchor["anchored_at"] else None  # only a time checked against the verifier's roots
