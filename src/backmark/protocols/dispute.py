@@ -88,9 +88,8 @@ def load_party(folder: str | os.PathLike, roots: TsaRoots | None) -> Party:
 
 
 def _counts(result) -> bool:
-    # LEAD: count only the exact-null, black-box verdict. Until core.verify's verdicts land this is
-    # "verified with labels derived from the signed key"; then: result.verdict.kind == "ownership".
-    return result.verified and result.label_mode == "derived" and result.decision.alpha <= DEFAULT_ALPHA
+    # Only the exact-null, black-box verdict at the floor (core.verify.judge): no calibrated null, no head.
+    return result.verdict.kind == "ownership" and result.decision.alpha <= DEFAULT_ALPHA
 
 
 @dataclass(frozen=True)
