@@ -107,6 +107,25 @@ def open_cli_target(model_path, *, vk, device, target, **o):
         raise click.UsageError(str(e)) from None
 
 
+def _api_marked(target, api_mark, api_log, api_images):
+    """(target, "") without --api-mark; else (the api-marked target, its log open, and a note for the ready line)."""
+    if (api_mark is None) != (api_log is None) or (api_images and not api_mark):
+        raise click.UsageError("--api-mark and --api-log go together (--api-images with them)")
+    if api_mark is None:
+        return target, ""
+    from ..protocols.apilog import ApiLog, default_images_path
+    from ..protocols.apimark import ApiMark, ApiMarkedTarget
+
+    mark = ApiMark.load(api_mark)
+    log = ApiLog(api_log, api_images or default_images_path(api_log), mark)
+    try:
+        marked = ApiMarkedTarget(target, mark, log)
+    except BaseException:
+        log.close()
+        raise
+    return marked, f", api-mark {mark.fingerprint[:16]} on {mark.fraction:g} of queries"
+
+
 @main.command()
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), required=True, help="Model to serve: a checkpoint, TorchScript .pt or .onnx file.")
 @click.option("--name", default=None, help="Model name in the URL [the file's name].")
@@ -115,8 +134,11 @@ def open_cli_target(model_path, *, vk, device, target, **o):
 @click.option("--max-batch", type=click.IntRange(1), default=1024, show_default=True, help="Largest batch one request may send.")
 @click.option("--device", default="cpu", show_default=True, help="Where to run the model.")
 @click.option("--access-log", is_flag=True, help="Log every request on stderr.")
+@click.option("--api-mark", "api_mark", type=click.Path(dir_okay=False), default=None, help="Watermark the answers with this api-mark secret (`backmark api-keygen`); needs --api-log.")
+@click.option("--api-log", "api_log", type=click.Path(dir_okay=False), default=None, help="[api-mark] Signed log of the marked answers (created, or continued).")
+@click.option("--api-images", "api_images", type=click.Path(dir_okay=False), default=None, help="[api-mark] The marked queries' images [API-LOG with .images before its suffix].")
 @handle_errors
-def serve(model_path, name, host, port, max_batch, device, access_log):
+def serve(model_path, name, host, port, max_batch, device, access_log, api_mark, api_log, api_images):
     """Serve a model over HTTP with the KServe / Triton v2 protocol (JSON), until Ctrl-C."""
     import re
     from pathlib import Path
@@ -128,6 +150,7 @@ def serve(model_path, name, host, port, max_batch, device, access_log):
     if target_kind(model_path) == "http":
         raise click.UsageError("--model is a file to serve, not a URL")
     target = open_target(model_path, device=device)
+    target, marked = _api_marked(target, api_mark, api_log, api_images)
     name = name or re.sub(r"[^A-Za-z0-9_.-]", "-", Path(model_path).name.split(".")[0]) or "model"
     try:
         app = V2App(target, name=name, max_batch=max_batch)
@@ -138,7 +161,7 @@ def serve(model_path, name, host, port, max_batch, device, access_log):
     shape = "x".join(map(str, target.input_shape)) if target.input_shape else "any shape"
 
     def ready(url):
-        click.echo(f"serving {name} ({shape}, {target.num_classes or '?'} classes) at {url}/v2/models/{name}  (Ctrl-C stops)")
+        click.echo(f"serving {name} ({shape}, {target.num_classes or '?'} classes{marked}) at {url}/v2/models/{name}  (Ctrl-C stops)")
         sys.stdout.flush()
 
     try:
@@ -147,7 +170,10 @@ def serve(model_path, name, host, port, max_batch, device, access_log):
         pass
     except OSError as e:
         raise click.UsageError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
-    click.echo(f"stopped after {app.requests} requests")
+    finally:
+        if marked:
+            target.log.close()  # (an error before serving leaves it to the process exit: every line is already fsynced)
+    click.echo(f"stopped after {app.requests} requests" + (f"; {target.selected} marked answers logged to {api_log}" if marked else ""))
 
 
 @main.command()
