@@ -23,6 +23,7 @@ from scipy.stats import binom
 from backmark.cli import main
 from backmark.crypto import canonical_image_bytes, canonical_json, sha256_hex
 from backmark.errors import BackmarkError, InvalidKey, KeyMismatch, TamperedKey, TamperedRecord
+from backmark.io.documents import dumps_json
 from backmark.io.png import png_b64, png_decode
 from backmark.models import create_model
 from backmark.models.checkpoint import save_model
@@ -128,13 +129,16 @@ def test_api_mark_file_is_secret_signed_and_checked(tmp_path, owner_key):
     assert ApiMark.load(tmp_path / "m.json").fingerprint == mark.fingerprint
     doc = json.loads((tmp_path / "m.json").read_text())
     doc["body"]["fraction"] = 0.5  # more marked answers than the owner signed for
-    (tmp_path / "bad.json").write_text(json.dumps(doc))
+    (tmp_path / "bad.json").write_bytes(dumps_json(doc))
     with pytest.raises(TamperedKey, match="signature"):
         ApiMark.load(tmp_path / "bad.json")
     doc = json.loads((tmp_path / "m.json").read_text())
     doc["secret"] = "00" * 32  # another secret under the owner's signed body
-    (tmp_path / "bad.json").write_text(json.dumps(doc))
+    (tmp_path / "bad.json").write_bytes(dumps_json(doc))
     with pytest.raises(TamperedKey, match="does not belong"):
+        ApiMark.load(tmp_path / "bad.json")
+    (tmp_path / "bad.json").write_text(json.dumps(json.loads((tmp_path / "m.json").read_text())))  # same JSON, other bytes
+    with pytest.raises(TamperedKey, match="not in canonical form"):
         ApiMark.load(tmp_path / "bad.json")
     with pytest.raises(InvalidKey):
         ApiMark(b"short", mark.body, mark.signature)

@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ..crypto import OwnerKey, canonical_image_bytes, canonical_json, open_signed, sha256_hex
 from ..errors import IncompatibleModel, InvalidFile, InvalidKey, TamperedKey
 from ..io.clock import utc_now
-from ..io.documents import read_json_document, write_json
+from ..io.documents import dumps_json, read_json_document, write_json
 from ..targets.local import LocalTarget
 from ..version import __version__
 
@@ -160,10 +160,16 @@ class ApiMark:
     @classmethod
     def load(cls, path: str | os.PathLike) -> ApiMark:
         doc = read_json_document(path, kind=API_MARK_FORMAT, versions=(API_MARK_VERSION,))
+        if set(doc) != {"format", "version", "secret", "body", "signature"}:
+            raise InvalidFile(f"{path}: missing or unknown fields in the api-mark file")
+        if dumps_json(doc) != Path(path).read_bytes():  # exactly what backmark wrote, as for the keys
+            raise TamperedKey(f"{path}: the api-mark was modified after it was written (not in canonical form)")
         try:
             secret = bytes.fromhex(doc["secret"])
+            if secret.hex() != doc["secret"]:
+                raise ValueError("the secret is not lowercase hex")
             return cls(secret, doc["body"], doc["signature"])
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+        except (TypeError, ValueError, AttributeError) as e:
             raise InvalidFile(f"{path}: malformed api-mark file ({e})") from None
         except InvalidKey as e:
             raise type(e)(f"{path}: {e}") from None
