@@ -1,4 +1,8 @@
 import os
+import subprocess
+import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -42,6 +46,31 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("BACKMARK_DATA", str(DATA))  # data roots are passed explicitly, never guessed by the library
     monkeypatch.delenv("BACKMARK_OWNER_PASSPHRASE", raising=False)
     os.environ.setdefault("COLUMNS", "120")
+
+
+@contextmanager
+def backmark_serve(*args, start_timeout: float = 60):
+    """``backmark serve ARGS --port 0`` in a subprocess, as a user runs it: yields (its ready line, a dict
+    that holds returncode, stdout and stderr once it has stopped) and stops it with SIGINT (Ctrl-C)."""
+    proc = subprocess.Popen([sys.executable, "-m", "backmark", "serve", *map(str, args), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    done: dict = {}
+    try:
+        line: list[str] = []
+        reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(timeout=start_timeout)
+        assert line and line[0].startswith("serving "), (line, proc.poll())
+        yield line[0], done
+    finally:
+        proc.send_signal(2)  # SIGINT: uvicorn shuts down gracefully
+        try:
+            done["stdout"], done["stderr"] = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate(timeout=5)
+            raise
+        done["returncode"] = proc.returncode
 
 
 class KeyTarget:

@@ -10,9 +10,6 @@ import json
 import math
 import re
 import shutil
-import subprocess
-import sys
-import threading
 
 import numpy as np
 import pytest
@@ -33,6 +30,8 @@ from backmark.protocols.extraction import verify_extraction
 from backmark.targets import TorchTarget, open_target
 from backmark.targets.serve import BackgroundServer, V2App
 from backmark.training import TrainConfig, train
+
+from .conftest import backmark_serve
 
 pytestmark = pytest.mark.timeout(300)
 FRACTION = 0.2  # tests mark a fifth of the queries, so 500 queries give ~100 logged answers
@@ -316,30 +315,12 @@ def test_api_keygen_and_serve_with_the_api_mark_in_a_subprocess(api, tmp_path):
     r = run("serve", "--model", api["ckpt"], "--api-mark", tmp_path / "mark.json")
     assert r.exit_code == 2 and "go together" in r.stderr
     log = tmp_path / "served.jsonl"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "backmark", "serve", "--model", str(api["ckpt"]), "--port", "0", "--api-mark",
-         str(tmp_path / "mark.json"), "--api-log", str(log)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        line = []
-        reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(timeout=60)
-        assert line and f"api-mark {doc['fingerprint'][:16]} on 0.5 of queries" in line[0], (line, proc.poll())
-        url = re.search(r"(http://\S+)", line[0]).group(1)
-        answers = open_target(url).predict(api["queries"][:40])
-    finally:
-        proc.send_signal(2)  # SIGINT: uvicorn shuts down gracefully, the log is closed
-        try:
-            out, _ = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate(timeout=5)
-            raise
+    with backmark_serve("--model", api["ckpt"], "--api-mark", tmp_path / "mark.json", "--api-log", log) as (line, done):
+        assert f"api-mark {doc['fingerprint'][:16]} on 0.5 of queries" in line
+        answers = open_target(re.search(r"(http://\S+)", line).group(1)).predict(api["queries"][:40])
     mark = ApiMark.load(tmp_path / "mark.json")
     entries = read_api_log(log, mark).entries
-    assert proc.returncode == 0 and f"{len(entries)} marked answers logged" in out
+    assert done["returncode"] == 0 and f"{len(entries)} marked answers logged" in done["stdout"]
     assert 5 <= len(entries) <= 35 and (tmp_path / "served.images.jsonl").exists()
     r = run("verify-extraction", "--model", api["ckpt"], "--api-mark", tmp_path / "mark.json", "--log", log)
     assert r.exit_code == 1 and r.stdout.startswith("NOT VERIFIED") and f"{len(entries)} entries" in r.stdout

@@ -160,6 +160,8 @@ def read_api_images(path: str | os.PathLike, mark: ApiMark) -> ApiImages:
     p = Path(path)
     docs = _lines(p, "api images file")
     _header_of(p, docs[0], IMAGES_FORMAT, mark)
+    if set(docs[0]) != {"format", "version", "api_mark"}:
+        raise TamperedRecord(f"{p}:1: a header with missing or unknown fields")
     images: dict[str, np.ndarray] = {}
     for k, d in enumerate(docs[1:], 2):
         try:
