@@ -217,6 +217,9 @@ def test_a_student_of_the_api_verifies_and_an_independent_one_does_not(api, fmni
         r = run("verify-extraction", "--model", tmp_path / f"{name}.safetensors", "--api-mark", api["dir"] / "api-mark.json",
                 "--log", api["log"], "--json")
         results[name] = (r.exit_code, json.loads(r.stdout))
+    for name, (code, doc) in results.items():  # the figures docs/results/api-mark.md quotes (pytest -rP shows them)
+        print(f"{name}: exit {code}, {doc['matches']}/{doc['n']} matched, threshold {doc['threshold']}, "
+              f"p-value 2^{doc['log2_p_value']:.1f}")
     code, doc = results["stolen"]
     assert code == 0 and doc["verified"] and doc["matches"] >= doc["threshold"], doc["matches"]
     assert doc["n"] == api["stats"]["selected"] and doc["p0_exact"] == "1/10" and doc["log2_p_value"] < -64

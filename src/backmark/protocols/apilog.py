@@ -178,6 +178,14 @@ def read_api_images(path: str | os.PathLike, mark: ApiMark) -> ApiImages:
     return ApiImages(p, images)
 
 
+def _open_append(path: Path):
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "ab")  # noqa: SIM115  (closed by ApiLog.close)
+    except OSError as e:
+        raise InvalidFile(f"{path}: cannot write there ({e.strerror or e})") from None
+
+
 class ApiLog:
     """The writer of both files: creates them, or checks and continues them; a context manager."""
 
@@ -187,8 +195,7 @@ class ApiLog:
         self.log_path, self.images_path = Path(log_path), Path(images_path)
         if self.log_path.resolve() == self.images_path.resolve():
             raise BackmarkError("the api log and the images file must be two files")
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")  # noqa: SIM115  (held open, and locked, for the writer's life)
+        self._log = _open_append(self.log_path)  # held open, and locked, for the writer's life
         try:
             fcntl.flock(self._log, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -217,7 +224,7 @@ class ApiLog:
                       "num_classes": self.mark.num_classes, "fraction": self.mark.fraction}
             log = ApiLogRecord(self.log_path, header, (), (self._append(self._log, _signed(header, self._key)),))
         self.seq, self.head = len(log.entries) + 1, log.head
-        self._images = open(self.images_path, "ab")  # noqa: SIM115
+        self._images = _open_append(self.images_path)
         if not has_images:
             self._append(self._images, {"format": IMAGES_FORMAT, "version": VERSION, "api_mark": self.mark.fingerprint})
 

@@ -88,7 +88,7 @@ class ApiMark:
             raise InvalidKey("an api-mark secret is 32 bytes")
         if set(self.body) != _BODY_FIELDS or self.body.get("kind") != "api-mark":
             raise InvalidKey("malformed api-mark body (missing or unknown fields)")
-        opened, problem = open_signed({"body": self.body, "signature": self.signature}, what="api mark")
+        _, problem = open_signed({"body": self.body, "signature": self.signature}, what="api mark")
         if problem:
             raise TamperedKey(problem)
         if _log_key(self.secret).public_hex != self.body["log_public_key"]:
