@@ -15,10 +15,12 @@ from .remote import open_cli_target, target_options
 
 
 @main.command("api-keygen")
-@click.option("--classes", "num_classes", type=click.IntRange(2), required=True, help="Number of classes of the served model.")
-@click.option("--out", type=click.Path(dir_okay=False), required=True, help="The api-mark file to write (SECRET, mode 0600).")
-@click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), default=0.005, show_default=True, help="Share of queries answered with a derived label.")
-@click.option("--owner-key", type=click.Path(dir_okay=False), default=None, help="Ed25519 owner key (PEM) that signs it; created if missing [owner-key.pem beside --out].")
+@click.option("--classes", "num_classes", type=click.IntRange(2), required=True, help="Classes of the served model.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="The api-mark file to write (SECRET, 0600).")
+@click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), default=0.005, show_default=True,
+              help="Share of queries answered with a derived label.")
+@click.option("--owner-key", type=click.Path(dir_okay=False), default=None,
+              help="Ed25519 owner key (PEM) that signs it; created if missing [owner-key.pem beside --out].")
 @click.option("--owner", default="", help="Owner name recorded in the signed body.")
 @click.option("--force", is_flag=True, help="Overwrite an existing api-mark file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -44,10 +46,11 @@ def api_keygen(num_classes, out, fraction, owner_key, owner, force, as_json):
 
 
 @main.command("verify-extraction")
-@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None, help="Suspect model checkpoint (or --target).")
-@click.option("--api-mark", "api_mark", type=click.Path(dir_okay=False), required=True, help="The api-mark secret the API served with.")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None, help="Suspect checkpoint (or --target).")
+@click.option("--api-mark", "api_mark", type=click.Path(dir_okay=False), required=True, help="The api-mark the API served with.")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False), required=True, help="The API's signed log of marked answers.")
-@click.option("--images", "images_path", type=click.Path(dir_okay=False), default=None, help="The logged query images [LOG with .images before its suffix].")
+@click.option("--images", "images_path", type=click.Path(dir_okay=False), default=None,
+              help="The logged query images [LOG with .images before its suffix].")
 @click.option("--head", default=None, metavar="HEX", help="A log head published earlier: test the entries up to it only.")
 @click.option("--alpha", default="2^-64", show_default=True, help="Significance level: the false-claim probability allowed.")
 @click.option("--device", default="cpu", show_default=True, help="Where to run the model.")
