@@ -1,3 +1,4 @@
+import hashlib
 import os
 import subprocess
 import sys
@@ -6,6 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"  # the tests (not the library) know where this checkout's data lies
@@ -48,47 +50,24 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     os.environ.setdefault("COLUMNS", "120")
 
 
-@contextmanager
-def backmark_serve(*args, start_timeout: float = 60):
-    """``backmark serve ARGS --port 0`` in a subprocess, as a user runs it: yields (its ready line, a dict
-    that holds returncode, stdout and stderr once it has stopped) and stops it with SIGINT (Ctrl-C)."""
-    proc = subprocess.Popen([sys.executable, "-m", "backmark", "serve", *map(str, args), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    done: dict = {}
-    try:
-        line: list[str] = []
-        reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(timeout=start_timeout)
-        assert line and line[0].startswith("serving "), (line, proc.poll())
-        yield line[0], done
-    finally:
-        proc.send_signal(2)  # SIGINT: uvicorn shuts down gracefully
-        try:
-            done["stdout"], done["stderr"] = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate(timeout=5)
-            raise
-        done["returncode"] = proc.returncode
-
-
-class KeyTarget:
+class KeyTarget(torch.nn.Module):
     """A stand-in for a marked model: answers each trigger image's label (any other image: class 0).
 
-    ``answer_labels=False`` answers class 0 everywhere (a model that never saw the key).
+    ``answer_labels=False`` answers class 0 everywhere (a model that never saw the key). An
+    in-process module (float [0, 1] in, one-hot scores out), named by its weights like any other.
     """
 
-    num_classes, name = 10, "key-target"
-
-    def __init__(self, mk, answer_labels: bool = True):
-        self.input_shape = mk.input_shape
+    def __init__(self, mk, answer_labels: bool = True, num_classes: int = 10):
+        super().__init__()
+        self.input_shape, self.num_classes = mk.input_shape, num_classes
         self.table = {mk.images[i].tobytes(): y for i, y in enumerate(mk.labels)} if answer_labels else {}
+        digest = hashlib.sha256(b"".join(sorted(k + bytes([v]) for k, v in self.table.items()))).digest()
+        self.identity = torch.nn.Parameter(torch.tensor(list(digest), dtype=torch.float32), requires_grad=False)
 
-    def predict(self, images):  # uint8 (N, C, H, W) -> (N,)
-        import torch
-
-        return torch.tensor([self.table.get(im.permute(1, 2, 0).contiguous().numpy().tobytes(), 0) for im in images])
+    def forward(self, x):  # (B, C, H, W) float in [0, 1]
+        pixels = (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        labels = torch.tensor([self.table.get(im.tobytes(), 0) for im in pixels])
+        return torch.nn.functional.one_hot(labels, self.num_classes).float()
 
 
 MARK_CFG = dict(epochs=2, batch_size=128, lr=0.05, trigger_k=64)  # embeds 30 triggers in 2 short epochs
@@ -109,3 +88,29 @@ def marked_fmnist(tmp_path_factory, fmnist_2k, small_keys):
     path = tmp_path_factory.mktemp("marked") / "wm.safetensors"
     model, _ = train_file(data=fmnist_2k, model_name="fmnist-cnn", cfg=TrainConfig(**MARK_CFG), out=path, keys=small_keys, device="cpu")
     return model, path
+
+
+@contextmanager
+def serving(*args, cwd=None, timeout: float = 60):
+    """``backmark serve ARGS`` in a subprocess, as a user runs it: yields (its first stdout line, the process).
+
+    On exit it is stopped with SIGINT (uvicorn shuts down gracefully); the rest of its
+    stdout is then ``proc.rest``, its exit code ``proc.returncode``.
+    """
+    proc = subprocess.Popen([sys.executable, "-m", "backmark", "serve", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=cwd)
+    try:
+        line = []
+        reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(timeout=timeout)  # bounded: a server that never says it is ready fails the test
+        assert line and line[0].strip(), (line, proc.poll())
+        yield line[0], proc
+    finally:
+        proc.send_signal(2)
+        try:
+            proc.rest, _ = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate(timeout=5)
+            raise

@@ -31,7 +31,7 @@ from backmark.targets import TorchTarget, open_target
 from backmark.targets.serve import BackgroundServer, V2App
 from backmark.training import TrainConfig, train
 
-from .conftest import backmark_serve
+from .conftest import serving
 
 pytestmark = pytest.mark.timeout(300)
 FRACTION = 0.2  # tests mark a fifth of the queries, so 500 queries give ~100 logged answers
@@ -211,11 +211,12 @@ def test_a_student_of_the_api_verifies_and_an_independent_one_does_not(api, fmni
     meta = {"model": "fmnist-cnn", "num_classes": 10, "input_shape": [1, 28, 28], "mean": list(fmnist_2k.mean),
             "std": list(fmnist_2k.std)}
     own = TorchTarget(api["model"]).predict(api["queries"])
+    head = read_api_log(api["log"], api["mark"]).head  # as published before the suspects were known
     results = {}
     for name, labels in [("stolen", api["answers"]), ("independent", own)]:  # same queries, same victim, same recipe
         save_model(tmp_path / f"{name}.safetensors", train_student(fmnist_2k, api["queries"], labels), meta)
         r = run("verify-extraction", "--model", tmp_path / f"{name}.safetensors", "--api-mark", api["dir"] / "api-mark.json",
-                "--log", api["log"], "--json")
+                "--log", api["log"], "--head", head, "--json")
         results[name] = (r.exit_code, json.loads(r.stdout))
     for name, (code, doc) in results.items():  # the figures docs/results/api-mark.md quotes (pytest -rP shows them)
         print(f"{name}: exit {code}, {doc['matches']}/{doc['n']} matched, threshold {doc['threshold']}, "
@@ -223,6 +224,10 @@ def test_a_student_of_the_api_verifies_and_an_independent_one_does_not(api, fmni
     code, doc = results["stolen"]
     assert code == 0 and doc["verified"] and doc["matches"] >= doc["threshold"], doc["matches"]
     assert doc["n"] == api["stats"]["selected"] and doc["p0_exact"] == "1/10" and doc["log2_p_value"] < -64
+    assert doc["verdict"]["kind"] == "extraction" and doc["null"]["kind"] == "exact" and head in doc["null"]["assumption"]
+    r = run("verify-extraction", "--model", tmp_path / "stolen.safetensors", "--api-mark", api["dir"] / "api-mark.json",
+            "--log", api["log"])  # no head fixed before the suspect: the owner could have made the log after
+    assert r.exit_code == 1 and r.stdout.startswith("MATCH, NOT EVIDENCE: NO LOG HEAD FIXED") and "assumption: none" in r.stdout
     code, doc = results["independent"]
     assert code == 1 and not doc["verified"] and doc["matches"] < doc["threshold"] / 2, doc["matches"]
     r = run("verify-extraction", "--model", api["ckpt"], "--api-mark", api["dir"] / "api-mark.json", "--log", api["log"])
@@ -232,10 +237,18 @@ def test_a_student_of_the_api_verifies_and_an_independent_one_does_not(api, fmni
 def test_verify_extraction_replays_through_any_target_and_a_published_head(api):
     mark, n = api["mark"], api["stats"]["selected"]
     api_itself = ApiMarkedTarget(TorchTarget(api["model"]), mark, None)  # answers exactly what was logged
-    full = verify_extraction(api_itself, mark, api["log"], api["images"])
-    assert full.verified and full.decision.matches == n and full.log["distinct_queries"] == n
-    victim = verify_extraction(api["model"], mark, api["log"], api["images"])
-    assert not victim.verified and victim.decision.n == n
+    unfixed = verify_extraction(api_itself, mark, api["log"], api["images"])
+    assert unfixed.decision.passed and not unfixed.verified and unfixed.verdict.kind == "unfixed-log"
+    assert unfixed.decision.matches == n and unfixed.log["distinct_queries"] == n
+    head = read_api_log(api["log"], mark).head
+    full = verify_extraction(api_itself, mark, api["log"], api["images"], head=head)
+    assert full.verified and full.verdict.text.startswith("EXTRACTION VERIFIED") and "OWNERSHIP" not in full.summary()
+    victim = verify_extraction(api["model"], mark, api["log"], api["images"], head=head)
+    assert not victim.verified and victim.decision.n == n and victim.verdict.kind == "not-verified"
+    weak = verify_extraction(api_itself, mark, api["log"], api["images"], head=head, alpha=1e-3, allow_weak_alpha=True)
+    assert weak.decision.passed and not weak.verified and weak.verdict.kind == "weak-alpha"
+    with pytest.raises(BackmarkError, match="floor"):
+        verify_extraction(api_itself, mark, api["log"], api["images"], head=head, alpha=1e-3)
     head = read_api_log(api["log"], mark).heads[40]  # published after the 40th entry
     cut = verify_extraction(api_itself, mark, api["log"], api["images"], head=head)
     assert cut.decision.n == 40 and cut.log["entries_after_head"] == n - 40 and cut.log["head"] == head
@@ -274,7 +287,8 @@ def _repixel(lines):
     ("log", _relabel, "signature does not verify"),
     ("log", lambda lines: lines[:7] + lines[8:], "hash chain breaks"),
     ("log", lambda lines: [lines[0], lines[1] + b" "] + lines[2:], "was edited"),
-    ("log", lambda lines: lines + [b'{"seq":'], "not a JSON line"),
+    ("log", lambda lines: lines + [b'{"seq":'], "not valid JSON"),
+    ("log", lambda lines: [lines[0], lines[1].replace(b'"label":', b'"label":1,"label":')] + lines[2:], "duplicate key"),
     ("images", _repixel, "does not hash to its query hash"),
     ("images", lambda lines: lines[:3] + lines[4:], "lacks the image of"),
 ])
@@ -318,12 +332,12 @@ def test_api_keygen_and_serve_with_the_api_mark_in_a_subprocess(api, tmp_path):
     r = run("serve", "--model", api["ckpt"], "--api-mark", tmp_path / "mark.json")
     assert r.exit_code == 2 and "go together" in r.stderr
     log = tmp_path / "served.jsonl"
-    with backmark_serve("--model", api["ckpt"], "--api-mark", tmp_path / "mark.json", "--api-log", log) as (line, done):
+    with serving("--model", api["ckpt"], "--api-mark", tmp_path / "mark.json", "--api-log", log, "--port", 0) as (line, proc):
         assert f"api-mark {doc['fingerprint'][:16]} on 0.5 of queries" in line
         answers = open_target(re.search(r"(http://\S+)", line).group(1)).predict(api["queries"][:40])
     mark = ApiMark.load(tmp_path / "mark.json")
     entries = read_api_log(log, mark).entries
-    assert done["returncode"] == 0 and f"{len(entries)} marked answers logged" in done["stdout"]
+    assert proc.returncode == 0 and f"{len(entries)} marked answers logged" in proc.rest
     assert 5 <= len(entries) <= 35 and (tmp_path / "served.images.jsonl").exists()
     r = run("verify-extraction", "--model", api["ckpt"], "--api-mark", tmp_path / "mark.json", "--log", log)
     assert r.exit_code == 1 and r.stdout.startswith("NOT VERIFIED") and f"{len(entries)} entries" in r.stdout

@@ -28,7 +28,7 @@ from backmark.targets.client import HttpClient, RemoteOptions
 from backmark.targets.http import JsonEndpoint, JsonTarget, V2Target, open_remote
 from backmark.targets.serve import BackgroundServer, V2App
 
-from .conftest import backmark_serve
+from .conftest import serving
 
 pytestmark = pytest.mark.timeout(60)
 QUICK = {"timeout": 5.0, "backoff": 0.0}  # retries without waiting, in tests
@@ -474,14 +474,14 @@ def test_cli_fault_is_one_line_exit_2(world, faulty, fault):
 
 def test_serve_command_in_a_subprocess(world):
     d = world["dir"]
-    with backmark_serve("--model", d / "wm.safetensors", start_timeout=40) as (line, done):
-        assert "serving wm (1x28x28, 10 classes) at http://127.0.0.1:" in line
+    with serving("--model", d / "wm.safetensors", "--port", "0") as (line, proc):
+        assert "serving wm (1x28x28, 10 classes) at http://127.0.0.1:" in line, (line, proc.poll())
         url = re.search(r"(http://\S+)", line).group(1)
         r = CliRunner().invoke(main, [str(x) for x in [
             "verify", "--target", url, "--marking-key", d / "mk.json", "--verification-key", d / "vk.json", "--json"]])
         assert r.exit_code == 0, r.stderr
         assert json.loads(r.stdout)["matches"] == verify(world["models"]["wm"], world["mk"], world["vk"]).decision.matches
-    assert done["returncode"] == 0 and "stopped after" in done["stdout"]
+    assert proc.returncode == 0 and "stopped after" in proc.rest
 
 
 def test_v2_url_forms():

@@ -19,12 +19,14 @@ from .core.keygen import MarkingKey, VerificationKey, keygen, load_pair, open_el
 from .core.mark import TriggerMixer, mark_from_scratch, mark_pretrained
 from .core.verify import VerificationResult, verify
 from .crypto import OwnerKey
+from .models import Normalize, open_model
 from .targets import open_target
 from .training import TrainConfig, train
 from .version import __version__
 
 __all__ = [
     "MarkingKey",
+    "Normalize",
     "OwnerKey",
     "TrainConfig",
     "TriggerMixer",
@@ -36,6 +38,7 @@ __all__ = [
     "mark_from_scratch",
     "mark_pretrained",
     "open_elements",
+    "open_model",
     "open_target",
     "train",
     "verify",

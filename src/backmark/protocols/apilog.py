@@ -21,9 +21,7 @@ leaves an unlogged image (reported by the reader), never a logged answer without
 from __future__ import annotations
 
 import fcntl
-import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,19 +29,26 @@ import numpy as np
 
 from ..crypto import canonical_image_bytes, canonical_json, sha256_hex, verify_signature
 from ..errors import BackmarkError, InvalidFile, KeyMismatch, TamperedKey, TamperedRecord
-from ..io.clock import Clock, format_time, parse_time, system_clock
-from ..io.files import read_file
+from ..io.clock import Clock, format_time, system_clock
+from ..io.documents import load_json_lines
 from ..io.png import png_b64, png_decode
+from ..io.schema import Base64, Const, Float, Hex, Int, List, Obj, Str, Timestamp
 from ..version import __version__
 from .apimark import ApiMark
 
 LOG_FORMAT, IMAGES_FORMAT, VERSION = "backmark-api-log", "backmark-api-images", 1
 _SIGN_TAG = b"backmark/api-log/sign/v1"
 _CHAIN_TAG = b"backmark/api-log/chain/v1"
-_HEADER_FIELDS = {"format", "version", "backmark", "created", "api_mark", "log_public_key", "num_classes", "fraction", "sig"}
-_ENTRY_FIELDS = {"seq", "prev", "time", "query", "label", "sig"}
-_IMAGE_FIELDS = {"query", "shape", "png"}
-_HEX64 = re.compile(r"[0-9a-f]{64}")
+# What each line holds (docs/formats.md, "Api log", "Api images"), as the strict loader checks it.
+LOG_HEADER = Obj({
+    "format": Const(LOG_FORMAT), "version": Const(VERSION), "backmark": Str(max_len=64),
+    "created": Timestamp(milliseconds=True), "api_mark": Hex(32), "log_public_key": Hex(32),
+    "num_classes": Int(2, 2**31 - 1), "fraction": Float(0, 1), "sig": Hex(64),
+})
+LOG_ENTRY = Obj({"seq": Int(1), "prev": Hex(32), "time": Timestamp(milliseconds=True), "query": Hex(32), "label": Int(0),
+                 "sig": Hex(64)})
+IMAGES_HEADER = Obj({"format": Const(IMAGES_FORMAT), "version": Const(VERSION), "api_mark": Hex(32)})
+IMAGE_LINE = Obj({"query": Hex(32), "shape": List(Int(1, 65535), min_len=3, max_len=3), "png": Base64()})
 
 
 def default_images_path(log_path: str | os.PathLike) -> Path:
@@ -60,30 +65,15 @@ def _signed(line: dict, key) -> dict:
     return {**line, "sig": key.sign(_SIGN_TAG + canonical_json(line)).hex()}
 
 
-def _lines(path: Path, what: str) -> list[dict]:
-    """The canonical JSON lines of a backmark log (the first may be checked as a header by the caller)."""
-    raw = read_file(path, what=what)
-    if not raw.endswith(b"\n"):
-        raise TamperedRecord(f"{path}: not a complete {what} (a torn last line, or not one at all)")
-    out = []
-    for k, line in enumerate(raw.split(b"\n")[:-1], 1):
-        try:
-            doc = json.loads(line)
-        except (UnicodeDecodeError, ValueError):
-            raise (InvalidFile if k == 1 else TamperedRecord)(f"{path}:{k}: not a JSON line; is this an {what}?") from None
-        if not isinstance(doc, dict) or canonical_json(doc) != line:
-            raise (InvalidFile if k == 1 else TamperedRecord)(f"{path}:{k}: the line was edited (not a canonical JSON object)")
-        out.append(doc)
-    return out
+def _lines(path: Path, kind: str, first, rest) -> list[dict]:
+    """The lines of a backmark JSON Lines file, through the one strict loader (io.documents)."""
+    return load_json_lines(path, kind=kind, versions=(VERSION,), first=first, rest=rest, canonical=canonical_json,
+                           tampered=TamperedRecord)
 
 
-def _header_of(path: Path, doc: dict, kind: str, mark: ApiMark) -> None:
-    if doc.get("format") != kind:
-        raise InvalidFile(f"{path}: expected a {kind} file, found format {doc.get('format')!r}")
-    if doc.get("version") != VERSION:
-        raise InvalidFile(f"{path}: {kind} version {doc.get('version')!r} is not supported (this backmark reads {VERSION})")
-    if doc.get("api_mark") != mark.fingerprint:
-        raise KeyMismatch(f"{path} belongs to api-mark {str(doc.get('api_mark'))[:16]}..., not to {mark.fingerprint[:16]}...")
+def _bound(path: Path, header: dict, mark: ApiMark) -> None:
+    if header["api_mark"] != mark.fingerprint:
+        raise KeyMismatch(f"{path} belongs to api-mark {header['api_mark'][:16]}..., not to {mark.fingerprint[:16]}...")
 
 
 @dataclass(frozen=True)
@@ -111,27 +101,18 @@ def read_api_log(path: str | os.PathLike, mark: ApiMark) -> ApiLogRecord:
     """Read and check an api log: header bound to ``mark``, every line canonical, signed by the
     mark's log key and chained to the one before, labels in range. TamperedRecord otherwise."""
     p = Path(path)
-    docs = _lines(p, "api log")
+    docs = _lines(p, LOG_FORMAT, LOG_HEADER, LOG_ENTRY)
     header = docs[0]
-    _header_of(p, header, LOG_FORMAT, mark)
+    _bound(p, header, mark)
     key = mark.body["log_public_key"]
-    if set(header) != _HEADER_FIELDS or header["log_public_key"] != key:
-        raise TamperedRecord(f"{p}:1: a header with missing or unknown fields, or another log key")
+    if header["log_public_key"] != key:
+        raise TamperedRecord(f"{p}:1: the header names another log key than the api-mark's")
     heads, entries = [_check_sig(p, 1, header, key)], []
     for k, e in enumerate(docs[1:], 2):
-        if set(e) != _ENTRY_FIELDS:
-            raise TamperedRecord(f"{p}:{k}: an entry with missing or unknown fields")
         if e["seq"] != k - 1 or e["prev"] != heads[-1]:
             raise TamperedRecord(f"{p}:{k}: the hash chain breaks here (an entry was removed, reordered or edited)")
-        label = e["label"]
-        if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < mark.num_classes:
-            raise TamperedRecord(f"{p}:{k}: label {label!r} is not a class of this api-mark")
-        try:
-            parse_time(e["time"], milliseconds=True)
-        except ValueError:
-            raise TamperedRecord(f"{p}:{k}: a malformed time {e['time']!r}") from None
-        if not isinstance(e["query"], str) or not _HEX64.fullmatch(e["query"]):
-            raise TamperedRecord(f"{p}:{k}: a malformed query hash")
+        if e["label"] >= mark.num_classes:
+            raise TamperedRecord(f"{p}:{k}: label {e['label']} is not a class of this api-mark")
         heads.append(_check_sig(p, k, e, key))
         entries.append(e)
     return ApiLogRecord(p, header, tuple(entries), tuple(heads))
@@ -158,16 +139,12 @@ class ApiImages:
 def read_api_images(path: str | os.PathLike, mark: ApiMark) -> ApiImages:
     """Read an images file: each image decodes and hashes to its query hash; TamperedRecord otherwise."""
     p = Path(path)
-    docs = _lines(p, "api images file")
-    _header_of(p, docs[0], IMAGES_FORMAT, mark)
-    if set(docs[0]) != {"format", "version", "api_mark"}:
-        raise TamperedRecord(f"{p}:1: a header with missing or unknown fields")
+    docs = _lines(p, IMAGES_FORMAT, IMAGES_HEADER, IMAGE_LINE)
+    _bound(p, docs[0], mark)
     images: dict[str, np.ndarray] = {}
     for k, d in enumerate(docs[1:], 2):
         try:
-            if set(d) != _IMAGE_FIELDS:
-                raise ValueError("missing or unknown fields")
-            img = png_decode(d["png"], tuple(int(v) for v in d["shape"]))
+            img = png_decode(d["png"], tuple(d["shape"]))
         except (TypeError, ValueError) as e:
             raise TamperedRecord(f"{p}:{k}: not a stored query image ({e})") from None
         if sha256_hex(canonical_image_bytes(img)) != d["query"]:
@@ -222,18 +199,21 @@ class ApiLog:
             header = {"format": LOG_FORMAT, "version": VERSION, "backmark": __version__, "created": self._now(),
                       "api_mark": self.mark.fingerprint, "log_public_key": self._key.public_hex,
                       "num_classes": self.mark.num_classes, "fraction": self.mark.fraction}
-            log = ApiLogRecord(self.log_path, header, (), (self._append(self._log, _signed(header, self._key)),))
+            log = ApiLogRecord(self.log_path, header, (), (self._append(self._log, _signed(header, self._key), LOG_HEADER),))
         self.seq, self.head = len(log.entries) + 1, log.head
         self._images = _open_append(self.images_path)
         if not has_images:
-            self._append(self._images, {"format": IMAGES_FORMAT, "version": VERSION, "api_mark": self.mark.fingerprint})
+            self._append(self._images, {"format": IMAGES_FORMAT, "version": VERSION, "api_mark": self.mark.fingerprint},
+                         IMAGES_HEADER)
 
     def _now(self) -> str:
         return format_time(self.clock(), milliseconds=True)
 
     @staticmethod
-    def _append(f, doc: dict) -> str:
-        """Write one line, fsynced before returning; its chain head."""
+    def _append(f, doc: dict, schema) -> str:
+        """Write one line, fsynced before returning; its chain head. The reader's schema is checked
+        first: a line the reader would refuse never reaches the file."""
+        schema.validate(doc, f"{f.name} line")
         f.write(canonical_json(doc) + b"\n")
         f.flush()
         os.fsync(f.fileno())
@@ -245,10 +225,11 @@ class ApiLog:
             raise BackmarkError(f"{self.log_path} is closed: an api-marked target cannot answer without its log")
         if query not in self.stored:
             c = image_hwc.shape[2]
-            self._append(self._images, {"query": query, "shape": [c, *image_hwc.shape[:2]], "png": png_b64(image_hwc)})
+            line = {"query": query, "shape": [int(c), *map(int, image_hwc.shape[:2])], "png": png_b64(image_hwc)}
+            self._append(self._images, line, IMAGE_LINE)
             self.stored.add(query)
         entry = {"seq": self.seq, "prev": self.head, "time": self._now(), "query": query, "label": int(label)}
-        self.seq, self.head = self.seq + 1, self._append(self._log, _signed(entry, self._key))
+        self.seq, self.head = self.seq + 1, self._append(self._log, _signed(entry, self._key), LOG_ENTRY)
         return self.head
 
     def close(self) -> None:
@@ -263,5 +244,7 @@ class ApiLog:
         self.close()
 
 
-__all__ = ["IMAGES_FORMAT", "LOG_FORMAT", "ApiImages", "ApiLog", "ApiLogRecord", "default_images_path", "read_api_images",
-           "read_api_log"]
+__all__ = [
+    "IMAGES_FORMAT", "IMAGES_HEADER", "IMAGE_LINE", "LOG_ENTRY", "LOG_FORMAT", "LOG_HEADER", "ApiImages", "ApiLog",
+    "ApiLogRecord", "default_images_path", "read_api_images", "read_api_log"
+]

@@ -44,7 +44,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ..crypto import OwnerKey, canonical_image_bytes, canonical_json, open_signed, sha256_hex
 from ..errors import IncompatibleModel, InvalidFile, InvalidKey, TamperedKey
 from ..io.clock import utc_now
-from ..io.documents import dumps_json, read_json_document, write_json
+from ..io.documents import load_document, write_json
+from ..io.schema import Const, Float, Hex, Int, Obj, Str, Timestamp
 from ..targets.local import LocalTarget
 from ..version import __version__
 
@@ -54,7 +55,13 @@ DEFAULT_FRACTION = 0.005
 _SELECT_TAG = b"backmark/api-mark/select/v1"
 _LABEL_TAG = b"backmark/api-mark/label/v1"
 _LOG_KEY_TAG = b"backmark/api-mark/log-key/v1"
-_BODY_FIELDS = {"kind", "backmark", "created", "fraction", "num_classes", "log_public_key", "owner_public_key", "owner"}
+# The file, as the strict loader checks it (docs/formats.md, "Api-mark key").
+API_MARK_BODY = Obj({
+    "kind": Const("api-mark"), "backmark": Str(max_len=64), "created": Timestamp(), "fraction": Float(0, 1),
+    "num_classes": Int(2, 2**31 - 1), "log_public_key": Hex(32), "owner_public_key": Hex(32), "owner": Str(max_len=4096),
+})
+API_MARK_DOCUMENT = Obj({"format": Const(API_MARK_FORMAT), "version": Const(API_MARK_VERSION), "secret": Hex(32),
+                         "body": API_MARK_BODY, "signature": Hex(64)})
 
 
 def _hmac(secret: bytes, tag: bytes, data: bytes) -> bytes:
@@ -86,8 +93,10 @@ class ApiMark:
     def __post_init__(self):
         if len(self.secret) != 32:
             raise InvalidKey("an api-mark secret is 32 bytes")
-        if set(self.body) != _BODY_FIELDS or self.body.get("kind") != "api-mark":
-            raise InvalidKey("malformed api-mark body (missing or unknown fields)")
+        try:  # the loader's schema, also for a mark built in memory
+            API_MARK_BODY.validate(self.body, "body")
+        except InvalidFile as e:
+            raise InvalidKey(f"malformed api-mark ({e})") from None
         _, problem = open_signed({"body": self.body, "signature": self.signature}, what="api mark")
         if problem:
             raise TamperedKey(problem)
@@ -159,18 +168,11 @@ class ApiMark:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ApiMark:
-        doc = read_json_document(path, kind=API_MARK_FORMAT, versions=(API_MARK_VERSION,))
-        if set(doc) != {"format", "version", "secret", "body", "signature"}:
-            raise InvalidFile(f"{path}: missing or unknown fields in the api-mark file")
-        if dumps_json(doc) != Path(path).read_bytes():  # exactly what backmark wrote, as for the keys
-            raise TamperedKey(f"{path}: the api-mark was modified after it was written (not in canonical form)")
+        """Strictly (io.documents.load_document): schema, then exactly the bytes backmark wrote, then the signature."""
+        doc = load_document(path, kind=API_MARK_FORMAT, versions=(API_MARK_VERSION,), schema=API_MARK_DOCUMENT,
+                            tampered=TamperedKey)
         try:
-            secret = bytes.fromhex(doc["secret"])
-            if secret.hex() != doc["secret"]:
-                raise ValueError("the secret is not lowercase hex")
-            return cls(secret, doc["body"], doc["signature"])
-        except (TypeError, ValueError, AttributeError) as e:
-            raise InvalidFile(f"{path}: malformed api-mark file ({e})") from None
+            return cls(bytes.fromhex(doc["secret"]), doc["body"], doc["signature"])
         except InvalidKey as e:
             raise type(e)(f"{path}: {e}") from None
 
@@ -226,5 +228,7 @@ def selection_rate(mark: ApiMark, images: torch.Tensor) -> float:
     return sum(mark.selects(canonical_image_bytes(im)) for im in query_images(images)) / max(1, len(images))
 
 
-__all__ = ["API_MARK_FORMAT", "API_MARK_VERSION", "DEFAULT_FRACTION", "ApiMark", "ApiMarkedTarget", "quantise", "query_images",
-           "selection_rate"]
+__all__ = [
+    "API_MARK_DOCUMENT", "API_MARK_FORMAT", "API_MARK_VERSION", "DEFAULT_FRACTION", "ApiMark", "ApiMarkedTarget",
+    "quantise", "query_images", "selection_rate"
+]
