@@ -1,6 +1,7 @@
 """The api-mark on Fashion-MNIST: a thief extracts the model through the marked API; verify-extraction decides.
 
-    flock /tmp/backmark-heavy.lock .venv/bin/python experiments/api_mark.py --out runs/api-mark [--queries 1.0,0.2]
+    OMP_NUM_THREADS=1 flock /tmp/backmark-heavy.lock .venv/bin/python experiments/api_mark.py --out runs/api-mark
+        [--queries 1.0,0.2]
 
 Steps (each skipped when its output exists, so an interrupted run continues):
 1. an api-mark (fraction 0.5%, DAWN's default) and a NO-WM victim (fmnist-cnn, the `backmark train` recipe, seed 0);
@@ -9,7 +10,8 @@ Steps (each skipped when its output exists, so an interrupted run continues):
    ApiMarkedTarget: the code `serve --api-mark` runs) and logs the marked answers; a STOLEN student
    (fresh fmnist-cnn, the same recipe, seed 1) is trained on the API's answers, a CONTROL student on the
    victim's own answers to the same images (no api-mark), and verify-extraction replays the log against
-   both and against the victim;
+   both and against the victim, cut at the log head recorded right after the API answered (before any
+   student existed: what the owner would publish then);
 4. OUT/results.json and a markdown table on stdout (docs/results/api-mark.md).
 
     .venv/bin/python experiments/api_mark.py --out runs/api-mark --rates 20
@@ -38,7 +40,7 @@ from backmark.protocols.extraction import verify_extraction
 from backmark.targets import TorchTarget
 from backmark.training.recipes import recipe_for
 
-FIELDS = ("verified", "matches", "n", "threshold", "p_value", "log2_p_value")
+FIELDS = ("verified", "verdict", "matches", "n", "threshold", "p_value", "log2_p_value")
 
 
 def trained(out: Path, data, seed: int, epochs: int | None):
@@ -120,14 +122,16 @@ def main() -> None:
                 torch.save(marked.predict(queries), a.out / f"answers-{tag}.pt")
         answers = torch.load(a.out / f"answers-{tag}.pt")
         own = TorchTarget(victim).predict(queries)
-        row = {"share": share, "queries": n, "logged": len(read_api_log(log_path, mark).entries),
+        log = read_api_log(log_path, mark)
+        head = log.head  # fixed before any student is trained: the head the owner publishes
+        row = {"share": share, "queries": n, "logged": len(log.entries), "head": head,
                "answers_altered": int((answers != own).sum()), "answer_seconds": time.perf_counter() - started}
         for name, labels in [("stolen", answers), ("control", own)]:
             labelled = replace(data, train_x=queries, train_y=labels)
             student, acc = trained(a.out / f"{name}-{tag}.safetensors", labelled, 1, a.epochs)
-            r = verify_extraction(student, mark, log_path, log_path.with_suffix(".images.jsonl"))
+            r = verify_extraction(student, mark, log_path, log_path.with_suffix(".images.jsonl"), head=head)
             row[name] = {"test_acc": acc, **{k: r.as_dict()[k] for k in FIELDS}}
-        r = verify_extraction(victim, mark, log_path, log_path.with_suffix(".images.jsonl"))
+        r = verify_extraction(victim, mark, log_path, log_path.with_suffix(".images.jsonl"), head=head)
         row["victim"] = {k: r.as_dict()[k] for k in FIELDS}
         doc["runs"].append(row)
         (a.out / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
@@ -141,7 +145,7 @@ def main() -> None:
             acc = f"{100 * s['test_acc']:.2f}%" if "test_acc" in s else f"{100 * victim_acc:.2f}%"
             print(f"| {row['queries']:,} ({100 * row['share']:g}%) | {row['logged']} | {name} | {acc} "
                   f"| {s['matches']} / {s['n']} | {s['threshold']} | 2^{s['log2_p_value']:.1f} "
-                  f"| {'VERIFIED' if s['verified'] else 'not verified'} |")
+                  f"| {s['verdict']['text'].split(' (')[0]} (exit {0 if s['verified'] else 1}) |")
 
 
 if __name__ == "__main__":

@@ -291,6 +291,7 @@ def _repixel(lines):
     ("log", lambda lines: [lines[0], lines[1].replace(b'"label":', b'"label":1,"label":')] + lines[2:], "duplicate key"),
     ("images", _repixel, "does not hash to its query hash"),
     ("images", lambda lines: lines[:3] + lines[4:], "lacks the image of"),
+    ("images", lambda lines: [lines[0], lines[2], lines[1]] + lines[3:], "in another order"),
 ])
 def test_a_tampered_log_or_images_file_is_refused_with_one_line(api, tmp_path, which, edit, words):
     paths = tampered_copy(api, tmp_path, which, edit)

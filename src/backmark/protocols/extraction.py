@@ -120,6 +120,9 @@ def logged_queries(mark: ApiMark, log_path, images_path, *, head: str | None = N
         if mark.label(data) != e["label"]:
             raise TamperedRecord(f"{log_path}:{k}: label {e['label']} is not the one the api-mark derives for this query")
         labels[q] = e["label"]
+    logged = [q for q in images if q in labels]
+    if logged != list(labels):  # an image is stored when its query is first logged: the two files agree on the order
+        raise TamperedRecord(f"{images_path} holds the logged images in another order than {log_path} logged them")
     if not labels:
         raise BackmarkError(f"{log_path} holds no marked answer{' up to that head' if head else ''}: nothing to test")
     shapes = {images[q].shape for q in labels}
