@@ -188,7 +188,7 @@ FILES = [
     SignedFile("audit-log", "lines", _make_audit_log, _audit_checked,
                lambda records: b"\n".join(canonical_json(r) for r in records), (("info", "{file}"),)),
     SignedFile("api-mark", "pretty", _make_api_mark, lambda p, w: ApiMark.load(p), lambda m: canonical_json(m.to_document()),
-               (("verify-extraction", "--model", "{model}", "--api-mark", "{file}", "--log", "{api-log}"),)),
+               (("info", "{file}"), ("verify-extraction", "--model", "{model}", "--api-mark", "{file}", "--log", "{api-log}"))),
     SignedFile("api-log", "lines", _make_api_log, _api_log_checked,
                lambda log: b"\n".join(canonical_json(e) for e in (log.header, *log.entries)),
                (("verify-extraction", "--model", "{model}", "--api-mark", "{api-mark}", "--log", "{file}",

@@ -343,3 +343,18 @@ def test_api_keygen_and_serve_with_the_api_mark_in_a_subprocess(api, tmp_path):
     r = run("verify-extraction", "--model", api["ckpt"], "--api-mark", tmp_path / "mark.json", "--log", log)
     assert r.exit_code == 1 and r.stdout.startswith("NOT VERIFIED") and f"{len(entries)} entries" in r.stdout
     assert len(answers) == 40
+
+
+def test_info_describes_the_api_mark_and_the_log_without_the_secret(api, tmp_path):
+    r = run("info", api["dir"] / "api-mark.json", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["kind"] == "api-mark (SECRET)" and doc["api_mark"] == api["mark"].fingerprint
+    assert api["mark"].secret.hex() not in r.stdout  # info never shows the secret
+    r = run("info", api["log"], "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    log = read_api_log(api["log"], api["mark"])
+    assert doc["kind"] == "api-log" and doc["entries"] == len(log.entries) and doc["head"] == log.head
+    paths = tampered_copy(api, tmp_path, "log", _relabel)  # checked against the header's own log key
+    one_line_error(run("info", paths["log"]), "signature does not verify")

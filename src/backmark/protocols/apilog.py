@@ -97,21 +97,26 @@ class ApiLogRecord:
         return ApiLogRecord(self.path, self.header, self.entries[:k], self.heads[: k + 1])
 
 
-def read_api_log(path: str | os.PathLike, mark: ApiMark) -> ApiLogRecord:
+def read_api_log(path: str | os.PathLike, mark: ApiMark | None) -> ApiLogRecord:
     """Read and check an api log: header bound to ``mark``, every line canonical, signed by the
-    mark's log key and chained to the one before, labels in range. TamperedRecord otherwise."""
+    mark's log key and chained to the one before, labels in range. TamperedRecord otherwise.
+
+    ``mark=None`` (``backmark info``, which has no secret): the same checks against the key and
+    class count the header itself names, so whose log it is stays unchecked."""
     p = Path(path)
     docs = _lines(p, LOG_FORMAT, LOG_HEADER, LOG_ENTRY)
     header = docs[0]
-    _bound(p, header, mark)
-    key = mark.body["log_public_key"]
-    if header["log_public_key"] != key:
-        raise TamperedRecord(f"{p}:1: the header names another log key than the api-mark's")
+    key, classes = header["log_public_key"], header["num_classes"]
+    if mark is not None:
+        _bound(p, header, mark)
+        key, classes = mark.body["log_public_key"], mark.num_classes
+        if header["log_public_key"] != key:
+            raise TamperedRecord(f"{p}:1: the header names another log key than the api-mark's")
     heads, entries = [_check_sig(p, 1, header, key)], []
     for k, e in enumerate(docs[1:], 2):
         if e["seq"] != k - 1 or e["prev"] != heads[-1]:
             raise TamperedRecord(f"{p}:{k}: the hash chain breaks here (an entry was removed, reordered or edited)")
-        if e["label"] >= mark.num_classes:
+        if e["label"] >= classes:
             raise TamperedRecord(f"{p}:{k}: label {e['label']} is not a class of this api-mark")
         heads.append(_check_sig(p, k, e, key))
         entries.append(e)
