@@ -150,6 +150,11 @@ def _audit_checked(p: Path, w: World) -> list[dict]:
     return read_audit_log(p, head=read_audit_log(_make_audit_log(w))[-1]["hash"])
 
 
+def is_record_prefix(data: bytes, original: bytes) -> bool:
+    """A JSON Lines file cut after one of its records (a valid shorter log until its head is compared)."""
+    return data != original and original.startswith(data) and (not data or data.endswith(b"\n"))
+
+
 def _vk_identity(vk: VerificationKey) -> bytes:
     return canonical_json({"body": vk.body, "signature": vk.signature})
 
@@ -191,8 +196,8 @@ FILES = [
                (("info", "{file}"), ("verify-extraction", "--model", "{model}", "--api-mark", "{file}", "--log", "{api-log}"))),
     SignedFile("api-log", "lines", _make_api_log, _api_log_checked,
                lambda log: b"\n".join(canonical_json(e) for e in (log.header, *log.entries)),
-               (("verify-extraction", "--model", "{model}", "--api-mark", "{api-mark}", "--log", "{file}",
-                 "--images", "{api-images}"),)),
+               (("info", "{file}"), ("verify-extraction", "--model", "{model}", "--api-mark", "{api-mark}", "--log", "{file}",
+                                      "--images", "{api-images}"))),
     SignedFile("api-images", "lines", lambda w: _make_api_log(w).with_name("api-log.images.jsonl"), _api_images_checked,
                lambda qi: canonical_json(qi[0]) + qi[1].numpy().tobytes(),
                (("verify-extraction", "--model", "{model}", "--api-mark", "{api-mark}", "--log", "{api-log}",
@@ -200,4 +205,4 @@ FILES = [
 ]
 BY_NAME = {f.name: f for f in FILES}
 
-__all__ = ["BY_NAME", "FILES", "SignedFile", "World"]
+__all__ = ["BY_NAME", "FILES", "SignedFile", "World", "is_record_prefix"]
