@@ -9,21 +9,25 @@ exactly this), and the CLI commands that read it ("{file}" is the file under tes
 """
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from backmark.core.keygen import MarkingKey, VerificationKey, keygen, load_pair
-from backmark.crypto import OwnerKey, canonical_json
+from backmark.crypto import OwnerKey, canonical_image_bytes, canonical_json, sha256_hex
 from backmark.crypto.timestamp import TsaRoots
 from backmark.errors import TamperedRecord
 from backmark.models import create_model
 from backmark.models.checkpoint import save_model
 from backmark.protocols.anchor import check_anchor, load_anchor, new_anchor, save_anchor, timestamp_query
+from backmark.protocols.apilog import ApiLog, read_api_log
+from backmark.protocols.apimark import ApiMark
+from backmark.protocols.extraction import logged_queries
 from backmark.protocols.public import check_public_claim, load_claim, public_claim, save_claim
 from backmark.protocols.release import load_release, make_release, save_release
 from backmark.targets import describe
@@ -33,7 +37,7 @@ from .tsa import LocalTSA
 
 SHAPE = (1, 12, 12)
 CREATED = "2026-01-01T00:00:00Z"
-CREATED_TIME = datetime(2026, 1, 1, tzinfo=timezone.utc)
+CREATED_TIME = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
 
 @dataclass
@@ -132,6 +136,43 @@ def _anchor_checked(p: Path, w: World) -> dict:
     return doc
 
 
+def _make_api_mark(w: World) -> Path:
+    p = w.path("api-mark.json")
+    if not p.exists():
+        ApiMark.generate(num_classes=10, owner_key=w.owner, fraction=1.0, created=CREATED, secret=bytes(range(32))).save(p)
+    return p
+
+
+def _make_api_log(w: World) -> Path:
+    """An api log of 4 marked answers (one query twice) and its images file, at fixed times."""
+    p = w.path("api-log.jsonl")
+    if p.exists():
+        return p
+    mark = ApiMark.load(_make_api_mark(w))
+    ticks = iter(range(100))
+    clock = lambda: dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(milliseconds=next(ticks))  # noqa: E731
+    images = np.random.default_rng(0).integers(0, 256, (3, SHAPE[1], SHAPE[2], SHAPE[0]), dtype=np.uint8)
+    with ApiLog(p, w.path("api-log.images.jsonl"), mark, clock=clock) as log:
+        for im in [*images, images[0]]:
+            data = canonical_image_bytes(im)
+            log.record(sha256_hex(data), mark.label(data), im)
+    return p
+
+
+def _api_log_checked(p: Path, w: World):
+    # As for the audit log: a log cut after an entry is a valid shorter log; it is the same document
+    # only against the head published when it was written (verify-extraction --head).
+    mark = ApiMark.load(_make_api_mark(w))
+    return read_api_log(p, mark).upto(read_api_log(_make_api_log(w), mark).head)
+
+
+def _api_images_checked(p: Path, w: World):
+    # The images file proves itself through the log: every logged query's image, in log order.
+    _make_api_log(w)
+    queries, _, images, _ = logged_queries(ApiMark.load(_make_api_mark(w)), w.path("api-log.jsonl"), p)
+    return queries, images
+
+
 def _claim_checked(p: Path, w: World) -> dict:
     doc = load_claim(p)
     chk = check_public_claim(doc, w.keys[1])
@@ -193,6 +234,16 @@ FILES = [
                (("timestamp", "{verification-key}", "--out", "{file}", "--tsa-roots", "{tsa-roots}"),)),
     SignedFile("audit-log", "lines", _make_audit_log, _audit_checked,
                lambda records: b"\n".join(canonical_json(r) for r in records), (("info", "{file}"),)),
+    SignedFile("api-mark", "pretty", _make_api_mark, lambda p, w: ApiMark.load(p), lambda m: canonical_json(m.to_document()),
+               (("info", "{file}"), ("verify-extraction", "--model", "{model}", "--api-mark", "{file}", "--log", "{api-log}"))),
+    SignedFile("api-log", "lines", _make_api_log, _api_log_checked,
+               lambda log: b"\n".join(canonical_json(e) for e in (log.header, *log.entries)),
+               (("info", "{file}"), ("verify-extraction", "--model", "{model}", "--api-mark", "{api-mark}", "--log", "{file}",
+                                      "--images", "{api-images}"))),
+    SignedFile("api-images", "lines", lambda w: _make_api_log(w).with_name("api-log.images.jsonl"), _api_images_checked,
+               lambda qi: canonical_json(qi[0]) + qi[1].numpy().tobytes(),
+               (("verify-extraction", "--model", "{model}", "--api-mark", "{api-mark}", "--log", "{api-log}",
+                 "--images", "{file}"),)),
 ]
 BY_NAME = {f.name: f for f in FILES}
 

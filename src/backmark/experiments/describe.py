@@ -150,6 +150,8 @@ def _onnx(p: Path, raw: bytes) -> dict:
 def _json(p: Path, raw: bytes) -> dict:
     from ..core.keygen import MK_FORMAT, VK_FORMAT, MarkingKey, VerificationKey
     from ..protocols.anchor import ANCHOR_FORMAT
+    from ..protocols.apilog import LOG_FORMAT as API_LOG_FORMAT
+    from ..protocols.apimark import API_MARK_FORMAT
     from ..protocols.public import CLAIM_FORMAT
     from ..protocols.pverify import SPENT_LOG_FORMAT
     from ..protocols.release import RELEASE_FORMAT
@@ -188,7 +190,27 @@ def _json(p: Path, raw: bytes) -> dict:
             kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
         return {"kind": "audit-log", "checked": ["hash chain"], "target": records[0].get("target"), "records": len(records),
                 "by_kind": kinds, "head": records[-1]["hash"]}
+    if fmt in (API_MARK_FORMAT, API_LOG_FORMAT):
+        return _api_mark_file(p, fmt)
     return _other_json(p, parse_json_strict(raw, where=str(p)), fmt)
+
+
+def _api_mark_file(p: Path, fmt: str) -> dict:
+    from ..protocols.apilog import read_api_log
+    from ..protocols.apimark import API_MARK_FORMAT, ApiMark
+
+    if fmt == API_MARK_FORMAT:
+        mark = ApiMark.load(p)
+        b = mark.body
+        return {"kind": "api-mark (SECRET)", "checked": ["owner signature", "log key", "canonical form"],
+                "api_mark": mark.fingerprint, "owner": mark.owner_fingerprint, "created": b["created"],
+                "fraction": b["fraction"], "num_classes": b["num_classes"]}
+    log = read_api_log(p, None)  # no secret here: checked against the key its own header names
+    h = log.header
+    return {"kind": "api-log", "checked": ["hash chain", "signatures by the header's log key"], "api_mark": h["api_mark"],
+            "entries": len(log.entries), "head": log.head, "first": log.entries[0]["time"] if log.entries else None,
+            "last": log.entries[-1]["time"] if log.entries else None,
+            "note": "whose log it is, and each entry's selection and label: backmark verify-extraction --api-mark KEY"}
 
 
 def _report(p: Path) -> dict:
