@@ -167,3 +167,23 @@ def test_bad_disputes_exit_2_in_one_line(piracy, tmp_path):
         res = r.invoke(main, ["dispute", "--suspect", str(released), *[a for p in parties for a in ("--party", str(p))]])
         lines = res.stderr.strip().splitlines()
         assert res.exit_code == 2 and message in res.stderr and (len(lines) == 1 or lines[0].startswith("Usage:")), res.output
+
+
+def test_a_lone_verifying_key_does_not_win_against_an_earlier_anchored_release(piracy, tmp_path, url, tsa_a, fmnist_2k):
+    # Only x's key verifies on the suspect, but y released an anchored model before x's first anchor: a pirate
+    # who embedded his key into y's release and trained y's mark away would read the same, so no one is named.
+    (okeys, oown, released), (pkeys, pown, _) = piracy["owner"], piracy["pirate"]
+    other = tmp_path / "other.safetensors"
+    save_model(other, new_model("fmnist-cnn", fmnist_2k, 98), {"model": "fmnist-cnn", "num_classes": 10, "input_shape": [1, 28, 28]})
+    roots = TsaRoots.load(tsa_a.root_pem)
+    early = party(tmp_path, "early", pkeys, pown, releases=[(other, url)])
+    time.sleep(1.1)  # anchored times are whole seconds
+    late = party(tmp_path, "late", okeys, oown, key_url=url)
+    res = dispute(released, [late, early], tsa_roots=roots)
+    assert (res.winner, res.rule) == (None, "suspect"), res.reason
+    bare = party(tmp_path, "bare", okeys, oown)
+    assert dispute(released, [bare, early], tsa_roots=roots).winner is None
+    time.sleep(1.1)
+    later_release = party(tmp_path, "later", pkeys, pown, releases=[(other, url)])
+    res = dispute(released, [late, later_release], tsa_roots=roots)  # x's key anchored before y's release: x is named
+    assert (res.winner, res.rule) == (str(late), "suspect"), res.reason

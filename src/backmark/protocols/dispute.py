@@ -5,7 +5,9 @@ then verify on the pirate's copy, so verification alone cannot settle it; time c
 model carries both marks, while the owner's release, anchored (RFC 3161) before the theft,
 carries only the owner's. The rules, applied in order (docs/claims.md):
 
-1. Only a key that verifies on the suspect (OWNERSHIP VERIFIED) makes a claim; with one, it wins.
+1. Only a key that verifies on the suspect (OWNERSHIP VERIFIED) makes a claim; with one, it wins,
+   unless the other party's anchored release predates the claimant's first anchor (then the
+   claimant may be a pirate who trained the other's mark away: undecided).
 2. A party without any verified anchor never wins against an anchored one; none anchored: undecided.
 3. A party whose own anchored release carries the other's watermark derives from the other's model.
 4. Else the watermark shown first in an anchored release model wins;
@@ -158,8 +160,18 @@ def dispute(suspect: str | os.PathLike, folders: Sequence[str | os.PathLike], *,
     if not claims:
         return result(None, "suspect", "neither party's key verifies on the suspect: there is no claim to weigh")
     if len(claims) == 1:
-        return result(claims[0].name, "suspect", f"only {claims[0].name}'s key verifies on the suspect "
-                                                 f"({other[claims[0].name].name}'s does not)")
+        x, y = claims[0], other[claims[0].name]
+        y_release = min((r.anchored_at for r, _ in y.releases if r.anchored_at), default=None)
+        x_first = x.anchor_times()[0] if x.anchor_times() else None
+        if y_release is not None and (x_first is None or y_release <= x_first):
+            # A pirate who embedded his key into y's release and trained y's mark away looks exactly like this:
+            # the evidence cannot tell that from x's own, independent model, so it names no one.
+            return result(None, "suspect", f"only {x.name}'s key verifies on the suspect, but {y.name} released an anchored "
+                                           f"model at {format_time(y_release)}, before {x.name}'s first anchor "
+                                           f"({format_time(x_first) if x_first else 'none'}): a copy of that release whose "
+                                           f"mark was trained away would read the same")
+        return result(x.name, "suspect", f"only {x.name}'s key verifies on the suspect ({y.name}'s does not)"
+                                         + (f", and {x.name} was anchored first ({format_time(x_first)})" if y_release else ""))
     # 2. anchors; 3. each party's anchored releases, tested with both keys
     marked: dict[str, list] = {a.name: [], b.name: []}  # party -> anchored times at which its mark was in a release
     derived: dict[str, list[str]] = {a.name: [], b.name: []}  # party -> its anchored releases carrying the other's mark
