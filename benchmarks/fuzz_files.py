@@ -35,7 +35,9 @@ from backmark.cli import main  # noqa: E402
 from tests.mutations import mutate  # noqa: E402
 from tests.signed_files import FILES, World, is_record_prefix  # noqa: E402
 
-REFUSED = {"info": {2}, "verify": {2}, "check-claim": {1, 2}, "check-report": {1, 2}}  # exit codes that refuse the file
+# exit codes that refuse the file
+REFUSED = {"info": {2}, "verify": {2}, "verify-extraction": {2}, "check-claim": {1, 2}, "check-report": {1, 2},
+           "timestamp": {1, 2}}
 
 
 def _run(runner: CliRunner, args: list[str]) -> tuple[int, str, str | None]:

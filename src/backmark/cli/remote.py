@@ -123,6 +123,25 @@ def open_cli_target(model_path, *, vk, device, target, model_factory=None, **o) 
         raise click.UsageError(str(e)) from None
 
 
+def _api_marked(target, api_mark, api_log, api_images):
+    """(target, "") without --api-mark; else (the api-marked target, its log open, and a note for the ready line)."""
+    if (api_mark is None) != (api_log is None) or (api_images and not api_mark):
+        raise click.UsageError("--api-mark and --api-log go together (--api-images with them)")
+    if api_mark is None:
+        return target, ""
+    from ..protocols.apilog import ApiLog, default_images_path
+    from ..protocols.apimark import ApiMark, ApiMarkedTarget
+
+    mark = ApiMark.load(api_mark)
+    log = ApiLog(api_log, api_images or default_images_path(api_log), mark)
+    try:
+        marked = ApiMarkedTarget(target, mark, log)
+    except BaseException:
+        log.close()
+        raise
+    return marked, f", api-mark {mark.fingerprint[:16]} on {mark.fraction:g} of queries"
+
+
 @main.command()
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), required=True,
               help="Model to serve: a checkpoint, TorchScript .pt or .onnx file (with --model-factory: any weights file).")
@@ -137,8 +156,15 @@ def open_cli_target(model_path, *, vk, device, target, model_factory=None, **o) 
               help="The input datatype the metadata declares: pixels, or floats in [0, 1] (both are accepted).")
 @click.option("--access-log", is_flag=True, help="Log every request on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print the ready and stopped lines as JSON objects.")
+@click.option("--api-mark", "api_mark", type=click.Path(dir_okay=False), default=None,
+              help="Watermark the answers with this api-mark secret (`backmark api-keygen`); needs --api-log.")
+@click.option("--api-log", "api_log", type=click.Path(dir_okay=False), default=None,
+              help="[api-mark] Signed log of the marked answers (created, or continued).")
+@click.option("--api-images", "api_images", type=click.Path(dir_okay=False), default=None,
+              help="[api-mark] The marked queries' images [API-LOG with .images before its suffix].")
 @handle_errors
-def serve(model_path, model_factory, mean, std, name, host, port, max_batch, device, input_datatype, access_log, as_json):
+def serve(model_path, model_factory, mean, std, name, host, port, max_batch, device, input_datatype, access_log, as_json, api_mark,
+          api_log, api_images):
     """Serve a model over HTTP with the KServe / Triton v2 protocol (JSON and binary tensors), until Ctrl-C."""
     import re
     from pathlib import Path
@@ -151,6 +177,7 @@ def serve(model_path, model_factory, mean, std, name, host, port, max_batch, dev
         raise click.UsageError("--model is a file to serve, not a URL")
     model, mean, std = open_local(model_path, factory=model_factory, device=device, mean=mean, std=std)
     target = as_target(model, device=device, mean=mean, std=std)
+    target, marked = _api_marked(target, api_mark, api_log, api_images)
     name = name or re.sub(r"[^A-Za-z0-9_.-]", "-", Path(model_path).name.split(".")[0]) or "model"
     try:
         app = V2App(target, name=name, max_batch=max_batch, input_datatype=input_datatype)
@@ -163,7 +190,9 @@ def serve(model_path, model_factory, mean, std, name, host, port, max_batch, dev
     def ready(url):
         doc = {"event": "ready", "model": name, "url": f"{url}/v2/models/{name}", "num_classes": target.num_classes,
                "input_shape": target.input_shape and list(target.input_shape)}
-        text = f"serving {name} ({shape}, {target.num_classes or '?'} classes) at {url}/v2/models/{name}  (Ctrl-C stops)"
+        if marked:
+            doc["api_mark"] = target.mark.fingerprint
+        text = f"serving {name} ({shape}, {target.num_classes or '?'} classes{marked}) at {url}/v2/models/{name}  (Ctrl-C stops)"
         click.echo(json.dumps(doc, sort_keys=True) if as_json else text)  # one line a script can read once the server listens
         sys.stdout.flush()
 
@@ -173,8 +202,15 @@ def serve(model_path, model_factory, mean, std, name, host, port, max_batch, dev
         pass
     except OSError as e:
         raise click.UsageError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+    finally:
+        if marked:
+            target.log.close()  # (an error before serving leaves it to the process exit: every line is already fsynced)
     stopped = {"event": "stopped", "requests": app.requests}
-    click.echo(json.dumps(stopped, sort_keys=True) if as_json else f"stopped after {app.requests} requests")
+    text = f"stopped after {app.requests} requests"
+    if marked:
+        stopped.update(marked_answers=target.selected, api_log=api_log)
+        text += f"; {target.selected} marked answers logged to {api_log}"
+    click.echo(json.dumps(stopped, sort_keys=True) if as_json else text)
 
 
 @main.command()
