@@ -183,6 +183,7 @@ def test_a_lone_verifying_key_does_not_win_against_an_earlier_anchored_release(p
     assert (res.winner, res.rule) == (None, "suspect"), res.reason
     bare = party(tmp_path, "bare", okeys, oown)
     assert dispute(released, [bare, early], tsa_roots=roots).winner is None
+    assert dispute(released, [late, early]).winner is None  # no roots: early's release anchors cannot be checked
     time.sleep(1.1)
     later_release = party(tmp_path, "later", pkeys, pown, releases=[(other, url)])
     res = dispute(released, [late, later_release], tsa_roots=roots)  # x's key anchored before y's release: x is named

@@ -54,7 +54,8 @@ def api_keygen(num_classes, out, fraction, owner_key, owner, force, as_json):
 @click.option("--images", "images_path", type=click.Path(dir_okay=False), default=None,
               help="The logged query images [LOG with .images before its suffix].")
 @click.option("--head", default=None, metavar="HEX",
-              help="A log head published before the suspect was known: test the entries up to it (without it, never evidence).")
+              help="A log head YOU (the verifier) received from the owner before the suspect was known: only the entries "
+                   "up to it are tested. Without it, never evidence (the owner could have logged after seeing the suspect).")
 @click.option("--alpha", default="2^-64", show_default=True,
               help="Significance level: the false-claim probability allowed (at most 2^-64 unless --allow-weak-alpha).")
 @click.option("--allow-weak-alpha", is_flag=True,

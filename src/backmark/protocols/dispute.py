@@ -163,6 +163,10 @@ def dispute(suspect: str | os.PathLike, folders: Sequence[str | os.PathLike], *,
         x, y = claims[0], other[claims[0].name]
         y_release = min((r.anchored_at for r, _ in y.releases if r.anchored_at), default=None)
         x_first = x.anchor_times()[0] if x.anchor_times() else None
+        if tsa_roots is None and y.releases:
+            return result(None, "suspect", f"only {x.name}'s key verifies on the suspect, but {y.name} holds release records "
+                                           "whose anchors cannot be checked without --tsa-roots: one could predate "
+                                           f"{x.name}'s model (a copy whose mark was trained away would read the same)")
         if y_release is not None and (x_first is None or y_release <= x_first):
             # A pirate who embedded his key into y's release and trained y's mark away looks exactly like this:
             # the evidence cannot tell that from x's own, independent model, so it names no one.
