@@ -159,12 +159,16 @@ def train(dataset, data_dir, train_size, test_size, model_name, model_factory, m
 @click.option("--verification-key", type=click.Path(dir_okay=False), default=None, help="Its verification key [next to the marking key].")
 @click.option("--until", type=click.FloatRange(0, 1), default=1.0, show_default=True, help="Stop once trigger accuracy reaches this.")
 @click.option("--hold", type=click.IntRange(0), default=0, show_default=True,
-              help="Then keep fine-tuning this many epochs with the triggers (a mark that is harder to fine-tune away).")
+              help="Then keep fine-tuning this many epochs with the triggers (short ones of --epoch-steps where the recipe "
+                   "has them: Fashion-MNIST's, 10 steps) for a mark that is harder to fine-tune away.")
+@click.option("--layers", default=None, help="What fine-tunes: all, or last:N (the last N conv/linear layers) [recipe].")
+@click.option("--cooldown", type=click.IntRange(0), default=None,
+              help="Steps at a learning rate falling to 0 once the watermark holds [recipe].")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Output checkpoint (.safetensors).")
 @train_options
 @handle_errors
 def embed(model_path, model_factory, mean, std, dataset, data_dir, train_size, test_size, marking_key, verification_key, until,
-          hold, out, as_json, quiet, **o):
+          hold, layers, cooldown, out, as_json, quiet, **o):
     """Embed a watermark into a trained model by fine-tuning (PRETRAINED).
 
     Exit 0 when done; 1 when the watermark did not take (the epoch cap or --until stopped it
@@ -177,6 +181,10 @@ def embed(model_path, model_factory, mean, std, dataset, data_dir, train_size, t
     mean, std = normalization(mean, std)
     o.update(dataset=dataset, data_dir=data_dir, train_size=train_size, test_size=test_size)
     cfg = train_config(recipe_for(dataset).embed, o)
+    try:
+        cfg = cfg.replace(layers=layers, cooldown_steps=cooldown)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
     keys = load_keys(marking_key, verification_key)
     data = load_data(o)
     _, history = embed_file(
