@@ -26,6 +26,11 @@ from .remote import open_cli_target, target_options
 
 # -- commands ---------------------------------------------------------------------
 
+def _say(silent: bool):
+    """Where the library's one-line notes go: stderr, so --json output stays one document."""
+    return (lambda m: None) if silent else (lambda m: click.echo(m, err=True))
+
+
 @main.command()
 @click.option("--dataset", default="fashion-mnist", show_default=True, help="Take the input shape and class count from this dataset.")
 @click.option("--input-shape", default=None, help="Or give them: CxHxW, e.g. 3x32x32 (with --classes).")
@@ -33,7 +38,10 @@ from .remote import open_cli_target, target_options
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder for marking-key.json (secret) and verification-key.json (public).")
 @click.option("--size", "set_size", type=click.IntRange(1), default=100, show_default=True, help="Trigger images per set.")
 @click.option("--sets", "num_sets", type=click.IntRange(1), default=1, show_default=True, help="Number of trigger sets (one-time verification opens one each time).")
-@click.option("--source", default="abstract", show_default=True, help="'abstract' (procedural images from a secret seed) or a folder of images.")
+@click.option("--source", default="abstract", show_default=True,
+              help="'abstract' (procedural images from a secret seed), 'heldout' (images of --dataset's training split, "
+                   "drawn by the secret seed; training on it leaves them out) or a folder of images.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="With --source heldout: where the dataset's files are.")
 @click.option("--crop", type=click.Choice(["resize", "center"]), default="resize", show_default=True, help="For a folder: resize whole pictures, or center-crop them (official code).")
 @click.option("--labels", "labels", default="derived", show_default=True, help="'derived' (from the signed key; exact null) or a labels file (paper-faithful).")
 @click.option("--commitment", type=click.Choice(["sha256", "pedersen"]), default="sha256", show_default=True, help="Commitment scheme.")
@@ -42,7 +50,8 @@ from .remote import open_cli_target, target_options
 @click.option("--force", is_flag=True, help="Overwrite existing key files.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
-def keygen(dataset, input_shape, num_classes, out_dir, set_size, num_sets, source, crop, labels, commitment, owner_key, owner, force, as_json):
+def keygen(dataset, input_shape, num_classes, out_dir, set_size, num_sets, source, data_dir, crop, labels, commitment, owner_key, owner,
+           force, as_json):
     """Generate a trigger set and its keys (KeyGen)."""
     from ..core.keygen import keygen as _keygen
     from ..core.triggers import load_image_folder, load_labels_file
@@ -65,9 +74,19 @@ def keygen(dataset, input_shape, num_classes, out_dir, set_size, num_sets, sourc
     mk_path, vk_path = out / "marking-key.json", out / "verification-key.json"
     for p in (mk_path, vk_path):
         check_writable(p, force=force)
-    images, src = None, None
+    images, src, heldout = None, None, None
     total = set_size * num_sets
-    if source != "abstract":
+    if data_dir is not None and source != "heldout":
+        raise click.UsageError("--data-dir goes with --source heldout")
+    if source == "heldout":
+        from ..data import load_dataset
+
+        if dataset_name is None:
+            raise click.UsageError("--source heldout draws from a dataset's training split: give --dataset, not --input-shape")
+        if labels != "derived":
+            raise click.UsageError("heldout triggers take derived labels (a given label could follow the image's true class)")
+        heldout = load_dataset(dataset, data_dir).train_x
+    elif source != "abstract":
         images = load_image_folder(source, shape, crop=crop)
         if len(images) != total:
             raise click.UsageError(f"{source} holds {len(images)} images; --size x --sets asks for {total}")
@@ -77,7 +96,7 @@ def keygen(dataset, input_shape, num_classes, out_dir, set_size, num_sets, sourc
     key, created = OwnerKey.load_or_create(owner_path)
     mk, vk = _keygen(
         input_shape=shape, num_classes=num_classes, owner_key=key, set_size=set_size, num_sets=num_sets, images=images,
-        labels=given, commitment=commitment, owner=owner, dataset=dataset_name, source=src,
+        labels=given, commitment=commitment, owner=owner, dataset=dataset_name, source=src, heldout_from=heldout,
     )
     mk.save(mk_path, force=force)
     vk.save(vk_path, force=force)
@@ -85,12 +104,15 @@ def keygen(dataset, input_shape, num_classes, out_dir, set_size, num_sets, sourc
         "marking_key": str(mk_path), "verification_key": str(vk_path), "fingerprint": vk.fingerprint,
         "owner_key": owner_path, "owner_key_created": created, "owner": vk.owner_fingerprint,
         "elements": vk.size, "input_shape": list(shape), "num_classes": num_classes, "labels": vk.label_mode,
+        "source": mk.source.get("kind", "abstract"),
     }
     emit(as_json, doc, (
         f"wrote {mk_path} (SECRET: keep it private until you verify)\n"
         f"wrote {vk_path} (public; fingerprint {vk.fingerprint[:16]})\n"
         f"{'created' if created else 'used'} owner key {owner_path} (fingerprint {vk.owner_fingerprint[:16]})\n"
         f"{vk.size} trigger images {shape[0]}x{shape[1]}x{shape[2]}, {num_classes} classes, labels {vk.label_mode}, {commitment} commitments"
+        + (f"\ntriggers: {vk.size} images of {dataset}'s training split (indices in the marking key); "
+           "`train`/`embed` with this key leave them out of the training set" if heldout is not None else "")
     ))
 
 
@@ -113,9 +135,11 @@ def train(dataset, data_dir, train_size, test_size, model_name, marking_key, ver
     cfg = train_config(recipe.train, o)
     keys = load_keys(marking_key, verification_key) if marking_key else None
     data = load_data(o)
+    if keys is None and cfg.hardening != "none":
+        raise click.UsageError("--hardening margin hardens a watermark: give --watermark")
     _, history = train_file(
         data=data, model_name=model_name or recipe.model, cfg=cfg, out=out, keys=keys, force=o["force"],
-        resume=o["resume"], device=o["device"], reporter=RichReporter("train", enabled=not quiet),
+        resume=o["resume"], device=o["device"], reporter=RichReporter("train", enabled=not quiet), say=_say(quiet or as_json),
     )
     emit(as_json, {"out": out, "history": [h.as_dict() for h in history]}, f"wrote {out}: {history_text(history)}")
 
@@ -143,7 +167,7 @@ def embed(model_path, dataset, data_dir, train_size, test_size, marking_key, ver
     data = load_data(o)
     _, history = embed_file(
         data=data, model_path=model_path, cfg=cfg, out=out, keys=keys, until=until, hold=hold, force=o["force"],
-        resume=o["resume"], device=o["device"], reporter=RichReporter("embed", enabled=not quiet),
+        resume=o["resume"], device=o["device"], reporter=RichReporter("embed", enabled=not quiet), say=_say(quiet or as_json),
     )
     emit(as_json, {"out": out, "history": [h.as_dict() for h in history]}, f"wrote {out}: {history_text(history)}")
 

@@ -5,14 +5,16 @@ checkpoint that records its dataset, config and watermark.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from torch import nn
 
 from ..core.keygen import MarkingKey, VerificationKey, check_pair
 from ..core.mark import mark_from_scratch, mark_pretrained
+from ..core.triggers import exclude_triggers
 from ..data import Dataset
-from ..errors import IncompatibleModel
+from ..errors import IncompatibleModel, InvalidConfig
 from ..io.files import check_writable
 from ..models import create_model
 from ..models.checkpoint import load_model, save_model
@@ -61,6 +63,17 @@ def _start(out, *, force: bool, resume: bool, data: Dataset, keys) -> Path:
     return state
 
 
+def _without_triggers(data: Dataset, keys, say: Callable[[str], None]) -> tuple[Dataset, int]:
+    """``data`` without the key's trigger images (heldout triggers are training images), said when any are dropped."""
+    if keys is None:
+        return data, 0
+    data, dropped = exclude_triggers(data, keys[0].images)
+    if dropped:
+        say(f"training without {dropped} image(s) of the training set that are the key's trigger images "
+            f"({len(data.train_y)} left)")
+    return data, dropped
+
+
 def _finish(out, model, data, cfg, history, mode, vk, started, extra, force) -> dict:
     meta = {
         **data_meta(data),
@@ -91,17 +104,23 @@ def train_file(
     resume: bool = False,
     device=None,
     reporter: Reporter | None = None,
+    say: Callable[[str], None] = lambda m: None,
 ) -> tuple[nn.Module, list[EpochStats]]:
-    """Train from scratch (NO-WM, or FROMSCRATCH with ``keys``) and save to ``out``."""
+    """Train from scratch (NO-WM, or FROMSCRATCH with ``keys``) and save to ``out``. With a key,
+    the training images that are its triggers (heldout triggers) are left out, and that is said."""
     started = time.perf_counter()
     state = _start(out, force=force, resume=resume, data=data, keys=keys)
+    if keys is None and cfg.hardening != "none":
+        raise InvalidConfig("margin hardening hardens a watermark's triggers: it needs a marking key")
+    data, dropped = _without_triggers(data, keys, say)
     model = new_model(model_name, data, cfg.seed)
     kw = dict(state_path=state, resume=resume, device=device, reporter=reporter)
     if keys is None:
         history = train(model, data, cfg, **kw)
     else:
         history = mark_from_scratch(model, data, keys[0], cfg, **kw)
-    _finish(out, model, data, cfg, history, "FROMSCRATCH", keys and keys[1], started, {"model_name": model_name}, force or resume)
+    extra = {"model_name": model_name, **({"excluded_trigger_images": dropped} if keys is not None else {})}
+    _finish(out, model, data, cfg, history, "FROMSCRATCH", keys and keys[1], started, extra, force or resume)
     return model, history
 
 
@@ -118,14 +137,17 @@ def embed_file(
     resume: bool = False,
     device=None,
     reporter: Reporter | None = None,
+    say: Callable[[str], None] = lambda m: None,
 ) -> tuple[nn.Module, list[EpochStats]]:
-    """PRETRAINED: fine-tune the checkpoint at ``model_path`` with the trigger set, save to ``out``."""
+    """PRETRAINED: fine-tune the checkpoint at ``model_path`` with the trigger set (without the
+    training images that are its triggers), save to ``out``."""
     started = time.perf_counter()
     state = _start(out, force=force, resume=resume, data=data, keys=keys)
+    data, dropped = _without_triggers(data, keys, say)
     model, meta = load_model(model_path)
     mk, vk = keys
     history = mark_pretrained(model, data, mk, cfg, until=until, hold=hold, state_path=state, resume=resume, device=device, reporter=reporter)
     extra = {"model_name": meta["model"], "pretrained_from": {"path": str(model_path), "history": meta.get("history")},
-             "until": until, "hold": hold}
+             "until": until, "hold": hold, "excluded_trigger_images": dropped}
     _finish(out, model, data, cfg, history, "PRETRAINED", vk, started, extra, force or resume)
     return model, history

@@ -9,6 +9,7 @@ SCHEDULES = ("onecycle", "cosine", "step", "constant")
 OPTIMIZERS = ("sgd", "adam")
 PRECISIONS = ("fp32", "bf16")
 COMPILE_MODES = ("auto", "on", "off")
+HARDENINGS = ("none", "margin")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,12 @@ class TrainConfig:
     precision: str = "fp32"  # "bf16": autocast convolutions and matmuls to bfloat16; weights and optimizer stay fp32
     compile: str = "off"  # "on": torch.compile the model for training; "auto": on CUDA only (on CPU it slows small nets)
     data_on_device: bool | None = None  # None: when it fits (see DEVICE_DATA_FRACTION); False: batches via pinned memory
+    # "margin": each step's trigger images are pushed up the loss by signed-gradient ascent before they are
+    # trained on (core.mark.MarginHardening, after Kim et al., ICML 2023); the margin_* options are its budget
+    hardening: str = "none"
+    margin_epsilon: float = 0.1  # L-infinity bound of the perturbation, in pixel units of [0, 1]
+    margin_steps: int = 3  # ascent steps per training step
+    margin_step_size: float | None = None  # None: 2.5 * epsilon / steps
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -42,6 +49,10 @@ class TrainConfig:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
         if self.compile not in COMPILE_MODES:
             raise ValueError(f"compile must be one of {COMPILE_MODES}, not {self.compile!r}")
+        if self.hardening not in HARDENINGS:
+            raise ValueError(f"hardening must be one of {HARDENINGS}, not {self.hardening!r}")
+        if not 0 < self.margin_epsilon <= 1 or self.margin_steps < 1 or (self.margin_step_size is not None and self.margin_step_size <= 0):
+            raise ValueError("margin_epsilon must lie in (0, 1], margin_steps >= 1, margin_step_size > 0")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.trigger_k < 0:
             raise ValueError("epochs, batch_size and lr must be positive, trigger_k >= 0")
 

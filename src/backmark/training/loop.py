@@ -46,7 +46,8 @@ class Mixer(Protocol):
 
     def to(self, device) -> "Mixer": ...
     def reseed(self, seed: int) -> None: ...
-    def mix(self, x: torch.Tensor, y: torch.Tensor, *, share: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def mix(self, x: torch.Tensor, y: torch.Tensor, *, share: slice | None = None,
+            model: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def default_device() -> torch.device:
@@ -106,8 +107,15 @@ def train(
     device: torch.device | str | None = None,
     reporter: Reporter | None = None,
     stop_when: Callable[[EpochStats], bool] | None = None,
+    targets: torch.Tensor | None = None,
+    batch_hook: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> list[EpochStats]:
     """Train ``model`` in place; returns per-epoch stats.
+
+    ``targets``: (N, C) class probabilities, one row per training image, trained on instead of
+    ``data.train_y`` (soft-label distillation; cross-entropy against them). ``batch_hook(model,
+    x, y) -> x``: replaces each step's clean images before triggers are appended (adversarial
+    fine-tuning perturbs them there).
 
     ``mixer`` marks the model (k trigger images appended to each batch). ``params``
     restricts which parameters are trained (the FTLL/RTLL attacks); the others are
@@ -124,6 +132,10 @@ def train(
     on_device = cfg.data_on_device if cfg.data_on_device is not None else _fits(data.train_x, device)
     data_dev = device if on_device else torch.device("cpu")
     train_x, train_y = data.train_x.to(data_dev), data.train_y.to(data_dev)  # uint8 images stay uint8 until a batch is drawn
+    if targets is not None:
+        if mixer is not None or targets.dim() != 2 or len(targets) != len(train_y) or not targets.is_floating_point():
+            raise ValueError("targets must be float (N, C) probabilities, one row per training image, and go without a mixer")
+        train_y = targets.to(data_dev)
     if mixer is not None:
         mixer = mixer.to(device)  # trigger images live where the batches are built
     params = list(params) if params is not None else None
@@ -152,7 +164,7 @@ def train(
                 reporter.start_epoch(epoch + 1, cfg.epochs, steps_per_epoch)
             model.train()
             loss_sum, seen = torch.zeros((), device=device), 0
-            for i, x, y, n in _shares(train_x, train_y, mixer, cfg, ctx, seed, steps_per_epoch):
+            for i, x, y, n in _shares(train_x, train_y, mixer, cfg, ctx, seed, steps_per_epoch, model, batch_hook):
                 lr = cfg.lr * _lr_factor(cfg, epoch * steps_per_epoch + i, total_steps, steps_per_epoch)
                 for group in opt.param_groups:
                     group["lr"] = lr
@@ -199,7 +211,8 @@ def train(
     return history
 
 
-def _shares(train_x, train_y, mixer: Mixer | None, cfg: TrainConfig, ctx: distributed.Context, seed: int, steps: int):
+def _shares(train_x, train_y, mixer: Mixer | None, cfg: TrainConfig, ctx: distributed.Context, seed: int, steps: int,
+            model: nn.Module, batch_hook=None):
     """Yield (step, x, y, n) for one epoch: this rank's share of each global batch of n = B + k images.
 
     ``x`` is float in [0, 1] (augmented if ``cfg.augment``), on the training device; the
@@ -219,8 +232,10 @@ def _shares(train_x, train_y, mixer: Mixer | None, cfg: TrainConfig, ctx: distri
         y = _to(train_y[idx[mine]], device)
         if cfg.augment:
             x = augment(x, generator=gen)
+        if batch_hook is not None:
+            x = batch_hook(model, x, y)
         if k:
-            x, y = mixer.mix(x, y, share=my_triggers if ctx.world_size > 1 else None)
+            x, y = mixer.mix(x, y, share=my_triggers if ctx.world_size > 1 else None, model=model)
         yield i, x, y, len(idx) + k
 
 
