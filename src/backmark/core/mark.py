@@ -204,13 +204,13 @@ class TriggerMixer:
         self.check_batch(x, y)
         if self.k == 0:
             return x, y
+        if self.hardening is not None and not isinstance(model, nn.Module):  # refused before any draw: the cycle stays put
+            raise InvalidBatch("this mixer hardens the triggers against the model being trained: call mixer.mix(x, y, model=model)")
         idx = self._take_indices()
         if share is not None:
             idx = idx[share]
         tx, ty = self.inputs[idx], self.labels[idx]
         if self.hardening is not None and len(idx):
-            if not isinstance(model, nn.Module):
-                raise InvalidBatch("this mixer hardens the triggers against the model being trained: call mixer.mix(x, y, model=model)")
             tx = self._to_input(self.hardening.perturb(model, self.images[idx], ty, to_input=self._to_input))
         return torch.cat([x, tx.to(dtype=x.dtype).contiguous(memory_format=_fmt(x))]), torch.cat([y, ty])
 

@@ -6,7 +6,7 @@ each batch (backmark.core.mark).
 """
 from .adversarial import signed_gradient_ascent
 from .config import COMPILE_MODES, HARDENINGS, OPTIMIZERS, PRECISIONS, SCHEDULES, EpochStats, Reporter, TrainConfig
-from .loop import Mixer, accuracy, default_device, make_optimizer, predict, train, use_compile
+from .loop import Mixer, accuracy, default_device, logits, make_optimizer, predict, train, use_compile
 
 __all__ = [
     "COMPILE_MODES",
@@ -20,6 +20,7 @@ __all__ = [
     "TrainConfig",
     "accuracy",
     "default_device",
+    "logits",
     "make_optimizer",
     "predict",
     "signed_gradient_ascent",

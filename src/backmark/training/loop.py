@@ -69,6 +69,20 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1000, device
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 
+@torch.no_grad()
+def logits(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1000, device=None) -> torch.Tensor:
+    """The model's raw outputs (N, classes), float on the CPU, for uint8 (or [0, 1] float) images (N, C, H, W)."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i : i + batch_size].to(device, non_blocking=True)
+        out.append(model(xb.float() / 255 if xb.dtype == torch.uint8 else xb.float()).float().cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kw) -> float:
     return (predict(model, x, **kw) == y.cpu()).float().mean().item() if len(y) else float("nan")
 

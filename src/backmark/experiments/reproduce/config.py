@@ -165,8 +165,8 @@ def train_config(base: TrainConfig, options: dict, where: str) -> TrainConfig:
         raise InvalidConfig(f"{where}: {e}") from None
 
 
-def load_config(path: str | os.PathLike) -> ReproduceConfig:
-    """Read a .json or .toml reproduction config."""
+def load_config(path: str | os.PathLike):
+    """Read a .json or .toml reproduction config: a ReproduceConfig, or a RobustnessConfig for ``"kind": "robustness"``."""
     p = Path(path)
     try:
         raw = p.read_bytes()
@@ -181,6 +181,10 @@ def load_config(path: str | os.PathLike) -> ReproduceConfig:
             doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise InvalidConfig(f"{p}: not a valid {p.suffix.lstrip('.') or 'json'} config ({e})") from None
+    if isinstance(doc, dict) and doc.get("kind") == "robustness":  # the robustness table (robustness.py)
+        from .robustness import parse_robustness
+
+        return parse_robustness(doc, where=p.name)
     return parse_config(doc, where=p.name)
 
 
