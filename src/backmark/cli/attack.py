@@ -189,7 +189,14 @@ def reproduce(config_path, out_dir, quick, max_epochs, device, resume, force, qu
     Writes OUT/results.json (config, seed, version, commit, wall times), OUT/report.md and
     the figures OUT/figure6.png, OUT/attacks.png, OUT/pvalues.png.
     """
-    from ..experiments.reproduce import RobustnessConfig, load_config, render_report, render_robustness, run_reproduction, run_robustness
+    from ..experiments.reproduce import (
+        RobustnessConfig,
+        load_config,
+        render_report,
+        render_robustness,
+        run_reproduction,
+        run_robustness,
+    )
     from .progress import RichReporter, console
 
     cfg = load_config(config_path)

@@ -33,7 +33,8 @@ from .config import (
     train_config,
 )
 from .render import render_report, write_outputs
-from .robustness import RobustnessConfig, parse_robustness, run_robustness
+from .robustness import run_robustness
+from .robustness_config import RobustnessConfig, parse_robustness
 from .robustness_render import render_robustness
 from .run import RESULTS_FORMAT, RESULTS_VERSION, git_commit, run_reproduction
 

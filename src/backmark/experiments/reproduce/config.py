@@ -182,7 +182,7 @@ def load_config(path: str | os.PathLike):
     except (ValueError, UnicodeDecodeError) as e:
         raise InvalidConfig(f"{p}: not a valid {p.suffix.lstrip('.') or 'json'} config ({e})") from None
     if isinstance(doc, dict) and doc.get("kind") == "robustness":  # the robustness table (robustness.py)
-        from .robustness import parse_robustness
+        from .robustness_config import parse_robustness
 
         return parse_robustness(doc, where=p.name)
     return parse_config(doc, where=p.name)
