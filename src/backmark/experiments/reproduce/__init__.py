@@ -28,10 +28,10 @@ from .config import (
     ReproduceConfig,
     TransferConfig,
     expand_path,
-    load_config,
     parse_config,
     train_config,
 )
+from .load import load_config
 from .render import render_report, write_outputs
 from .robustness import run_robustness
 from .robustness_config import RobustnessConfig, parse_robustness
