@@ -26,7 +26,7 @@ TINY = {
     "attacks": [
         {"attack": "distill", "label": "extract", "budget": {"data_fraction": 0.5}},
         {"attack": "evasion", "label": "evasion", "budget": {"data_fraction": 0.5}},
-        {"attack": "input-transform", "label": "JPEG", "schemes": ["abstract"]},
+        {"attack": "input-transform", "label": "JPEG", "schemes": ["abstract"], "seeds": [0]},
     ],
     "quick": {"train_size": 600, "test_size": 200, "max_epochs": 1, "seeds": 2},
 }
@@ -53,6 +53,7 @@ def test_unknown_or_bad_options_are_refused():
         ({**TINY, "attacks": [{"attack": "rtal", "schemes": ["nope"]}]}, "unknown scheme"),
         ({**TINY, "attacks": [{"attack": "transfer"}]}, "another task"),
         ({**TINY, "seeds": []}, "seeds"),
+        ({**TINY, "attacks": [{"attack": "rtal", "seeds": [7]}]}, "the run's seeds"),
         ({**TINY, "quick": {"seed": 1}}, "unknown option"),
     ):
         with pytest.raises(InvalidConfig, match=message):
@@ -77,7 +78,8 @@ def test_quick_run_end_to_end_and_resume(tmp_path):
     assert {(v["seed"], v["scheme"]) for v in doc["victims"]} == {(s, n) for s in (0, 1) for n in ("abstract", "heldout + margin")}
     assert all(v["config"]["hardening"] == ("margin" if "margin" in v["scheme"] else "none") for v in doc["victims"])
     rows = {(r["seed"], r["label"], r["scheme"]) for r in doc["attacks"]}
-    assert len(rows) == len(doc["attacks"]) == 2 * (2 + 2 + 1) and (0, "JPEG", "heldout + margin") not in rows
+    assert len(rows) == len(doc["attacks"]) == 2 * (2 + 2) + 1 and (0, "JPEG", "abstract") in rows
+    assert (0, "JPEG", "heldout + margin") not in rows and (1, "JPEG", "abstract") not in rows
     assert all(r["budget"].get("seed", r["seed"] + 1) == r["seed"] + 1 for r in doc["attacks"])  # never the owner's seed
     ev = [r for r in doc["attacks"] if r["label"] == "evasion"]
     assert all(r["detector"] and 0 <= r["detector"]["trigger_flag_rate"] <= 1 for r in ev)

@@ -10,7 +10,8 @@ A config with ``"kind": "robustness"`` (robustness_config.py) runs, for each see
 2. NO-WM and one FROMSCRATCH model per scheme (the scheme's ``train`` options over the run's:
    margin hardening, k...): test accuracy, its cost versus NO-WM, matches, training time;
 3. then every attack, in the config's order, on every seed's model of every scheme (so a run cut
-   short has its first attacks on all seeds), scored by :func:`backmark.attacks.evaluate_model`
+   short has its first attacks on all seeds; a seed's models are made when an attack first needs
+   them; an attack may name fewer seeds or schemes), scored by :func:`backmark.attacks.evaluate_model`
    (black-box: what a verifier of a stolen model can do; for a detector-wrapped model also the
    share of triggers and test images flagged).
 
@@ -162,13 +163,23 @@ def run_robustness(
         "started": utc_now(), "model": run.model_name, "train_config": base.to_dict(), "seeds": [], "victims": [], "attacks": [],
     }
     full = load_dataset(cfg.dataset, expand_path(cfg.data_dir))
-    seeds = [_marked_models(run, s, full, train_size, test_size) for s in (cfg.seeds[: q.seeds] if q else cfg.seeds)]
-    for a in cfg.attacks:  # each attack on every seed before the next: a run cut short has whole rows
-        for sd in seeds:
-            for sc in cfg.schemes:
-                if a.schemes is None or sc.name in a.schemes:
-                    _attack_row(run, a, sd, sc)
+    seeds = cfg.seeds[: q.seeds] if q else cfg.seeds
+    made: dict[int, _Seed] = {}
+
+    def seed(s: int) -> _Seed:  # a seed's marked models, made when an attack first needs them
+        if s not in made:
+            made[s] = _marked_models(run, s, full, train_size, test_size)
+        return made[s]
+
+    for a in cfg.attacks:  # each attack on all its seeds before the next: a run cut short has whole rows first
+        for s in seeds:
+            if a.seeds is None or s in a.seeds:
+                for sc in cfg.schemes:
+                    if a.schemes is None or sc.name in a.schemes:
+                        _attack_row(run, a, seed(s), sc)
         write_robustness_outputs(run.results, out)
+    for s in seeds:  # the marked models of a seed no attack asked for are in the table too
+        seed(s)
     run.results["finished"] = utc_now()
     run.save()
     write_robustness_outputs(run.results, out)

@@ -33,6 +33,7 @@ class RobustAttack:
     label: str | None = None
     budget: dict = field(default_factory=dict)
     schemes: tuple[str, ...] | None = None  # the schemes attacked [all]
+    seeds: tuple[int, ...] | None = None  # the seeds it runs on [all the run's]: fewer for the costly, less telling ones
 
     @property
     def name(self) -> str:
@@ -110,12 +111,14 @@ def parse_robustness(doc: dict, *, where: str = "config") -> RobustnessConfig:
         unknown = sorted(set(a.schemes or ()) - set(names))
         if unknown:
             raise InvalidConfig(f"{where}.attacks[{i}].schemes: unknown scheme(s) {', '.join(unknown)}")
+        if a.seeds is not None and (not a.seeds or not set(a.seeds) <= set(cfg.seeds)):
+            raise InvalidConfig(f"{where}.attacks[{i}].seeds must be some of the run's seeds {list(cfg.seeds)}")
     if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds) or cfg.key_size < 1 or not 0 < cfg.alpha < 1:
         raise InvalidConfig(f"{where}: seeds must be distinct and present, key_size positive, alpha in (0, 1)")
     return cfg
 
 
 def _tuples(item):
-    if isinstance(item, dict) and isinstance(item.get("schemes"), list):
-        return {**item, "schemes": tuple(item["schemes"])}
+    if isinstance(item, dict):
+        return {k: tuple(v) if k in ("schemes", "seeds") and isinstance(v, list) else v for k, v in item.items()}
     return item
