@@ -7,7 +7,7 @@ as a whole ``train()`` call. Reported: the median seconds of each and the median
 each ratio to NO-WM. Goal for margin hardening: <= 1.3x NO-WM.
 
     flock /tmp/backmark-heavy.lock .venv/bin/python benchmarks/hardening_overhead.py --json docs/results/hardening-overhead.json
-    python benchmarks/hardening_overhead.py --models fmnist-cnn --steps 200 --rounds 5 --margin-steps 2
+    OMP_NUM_THREADS=1 python benchmarks/hardening_overhead.py --models fmnist-cnn --steps 60 --rounds 3 --trigger-k 4
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ from backmark.training.recipes import recipe_for
 def hardening_overhead(model: str, steps: int, rounds: int, device: torch.device, hardening: MarginHardening, *, args) -> dict:
     dataset = DATASET_OF[model]
     recipe = recipe_for(dataset).train
-    b, k = recipe.batch_size, recipe.trigger_k
+    b, k = recipe.batch_size, args.trigger_k or recipe.trigger_k
     data = bench_data(dataset, steps * b, synthetic=args.synthetic)
     cfg = speed_config(recipe.replace(epochs=epochs_for(steps, b, data)), args)
     plain = trigger_mixer(data, k)
@@ -77,6 +77,7 @@ def main() -> None:
     d = TrainConfig()
     p.add_argument("--margin-epsilon", type=float, default=d.margin_epsilon)
     p.add_argument("--margin-steps", type=int, default=d.margin_steps)
+    p.add_argument("--trigger-k", type=int, default=None, help="Triggers per batch [the recipe's].")
     args = p.parse_args()
     device = torch.device(args.device)
     hardening = MarginHardening(epsilon=args.margin_epsilon, steps=args.margin_steps)
