@@ -95,7 +95,10 @@ def test_detector_wrapped_model_answers_flagged_queries_at_random():
     answers = predict(liar, x)
     assert liar.flags(x).all() and len(set(answers.tolist())) == 10  # uniformly random answers
     assert (answers == predict(net, x)).float().mean() < 0.25
-    assert torch.equal(answers, predict(DetectorWrapped(net, "max-softmax", float("-inf"), seed=3), x))  # repeatable
+    assert torch.equal(answers, predict(liar, x))  # a repeated query gets the same answer
+    assert torch.equal(answers, predict(DetectorWrapped(net, "max-softmax", float("-inf"), seed=3), x))
+    assert (answers != predict(DetectorWrapped(net, "max-softmax", float("-inf"), seed=4), x)).float().mean() > 0.7
+    assert max(torch.bincount(answers, minlength=10).tolist()) < 80  # about 40 of 400 each
 
 
 @pytest.mark.slow

@@ -10,6 +10,9 @@ the detector flags gets a uniformly random label instead of the model's answer. 
 - ``energy``: minus the logsumexp of the model's logits (Liu et al., NeurIPS 2020);
 - ``autoencoder``: the reconstruction error of a small autoencoder fitted to the thief's images.
 
+A flagged query's random label depends only on the query (a keyed hash of its pixels), so a repeated
+query gets the same answer.
+
 The threshold is the most aggressive one whose expected cost is ``accuracy_cost`` (1 point) of
 accuracy on the thief's calibration images (a flagged image costs its correctness and gains
 1/|L|), so the thief flags as much as he can afford. The autoencoder learns on one half of the
@@ -60,7 +63,7 @@ class DetectorWrapped(ServedModel):
         self.model, self.detector, self.threshold, self.autoencoder, self.seed = model, detector, float(threshold), autoencoder, seed
         self.input_shape = getattr(model, "input_shape", None)
         self.num_classes = getattr(model, "num_classes", None)
-        self._gens: dict[str, torch.Generator] = {}
+        self._gens: dict[str, torch.Tensor] = {}  # per device: the hash weights of random_labels
 
     def describe(self) -> str:
         return f"{self.detector} detector, threshold {self.threshold:.4g}: flagged queries answered at random"
@@ -85,16 +88,23 @@ class DetectorWrapped(ServedModel):
             out.append(self.scores(xb.float() / 255 if xb.dtype == torch.uint8 else xb.float()).cpu() > self.threshold)
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
 
+    def random_labels(self, x: torch.Tensor, num_classes: int) -> torch.Tensor:
+        """A random-looking label per image that depends only on its pixels and the seed: the same query always
+        gets the same answer (a thief's API that answered a repeated query differently would give itself away)."""
+        key = str(x.device)
+        if key not in self._gens:
+            g = torch.Generator().manual_seed(self.seed)
+            self._gens[key] = torch.randint(1, 2**31 - 1, (x[0].numel(),), generator=g, dtype=torch.int64).to(x.device)
+        pixels = (x.detach().clamp(0, 1) * 255).round().to(torch.int64).flatten(1)
+        h = (pixels * self._gens[key]).sum(1) % 2_147_483_647  # a random linear hash of the pixels
+        return (h * 48_271 % 2_147_483_647) % num_classes
+
     def forward(self, x):  # (B, C, H, W) in [0, 1]
         out = self.model(x)
         flagged = self.scores(x, out) > self.threshold
         if flagged.any():
-            key = str(x.device)
-            if key not in self._gens:  # one stream per device, seeded once: repeatable runs
-                self._gens[key] = torch.Generator(device=x.device).manual_seed(self.seed)
-            labels = torch.randint(0, out.shape[1], (int(flagged.sum()),), generator=self._gens[key], device=x.device)
             out = out.clone()
-            out[flagged] = F.one_hot(labels, out.shape[1]).to(out.dtype)
+            out[flagged] = F.one_hot(self.random_labels(x[flagged], out.shape[1]), out.shape[1]).to(out.dtype)
         return out
 
 

@@ -55,31 +55,28 @@ def default_device() -> torch.device:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1000, device=None) -> torch.Tensor:
-    """Predicted labels for uint8 (or [0, 1] float) images (N, C, H, W)."""
+def _per_batch(model: nn.Module, x: torch.Tensor, batch_size: int, device, keep) -> list[torch.Tensor]:
+    """``keep(model(batch))`` on the CPU for each batch of uint8 (or [0, 1] float) images, in eval mode."""
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
     out = []
     for i in range(0, len(x), batch_size):
         xb = x[i : i + batch_size].to(device, non_blocking=True)
-        xb = xb.float() / 255 if xb.dtype == torch.uint8 else xb.float()
-        out.append(model(xb).argmax(1).cpu())
+        out.append(keep(model(xb.float() / 255 if xb.dtype == torch.uint8 else xb.float())).cpu())
     model.train(was_training)
+    return out
+
+
+def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1000, device=None) -> torch.Tensor:
+    """Predicted labels for uint8 (or [0, 1] float) images (N, C, H, W)."""
+    out = _per_batch(model, x, batch_size, device, lambda scores: scores.argmax(1))
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 
-@torch.no_grad()
 def logits(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1000, device=None) -> torch.Tensor:
     """The model's raw outputs (N, classes), float on the CPU, for uint8 (or [0, 1] float) images (N, C, H, W)."""
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = []
-    for i in range(0, len(x), batch_size):
-        xb = x[i : i + batch_size].to(device, non_blocking=True)
-        out.append(model(xb.float() / 255 if xb.dtype == torch.uint8 else xb.float()).float().cpu())
-    model.train(was_training)
+    out = _per_batch(model, x, batch_size, device, lambda scores: scores.float())
     return torch.cat(out) if out else torch.empty(0)
 
 

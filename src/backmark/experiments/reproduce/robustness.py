@@ -23,7 +23,6 @@ mean and range, the largest p-value, verified seeds, test accuracy and its cost,
 from __future__ import annotations
 
 import dataclasses
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,7 +35,6 @@ from ...core.keygen import MarkingKey, VerificationKey, keygen, load_pair
 from ...core.triggers import exclude_triggers
 from ...crypto import OwnerKey
 from ...data import Dataset, load_dataset
-from ...errors import OutputExists
 from ...io.clock import utc_now
 from ...io.documents import write_json
 from ...models.checkpoint import load_model
@@ -47,6 +45,7 @@ from ..workflow import train_file
 from .config import expand_path, train_config
 from .robustness_config import RobustAttack, RobustnessConfig, SchemeConfig
 from .robustness_render import summarise, write_robustness_outputs
+from .run import _slug, git_commit, output_folder
 
 RESULTS_FORMAT = "backmark-robustness-results"
 RESULTS_VERSION = 1
@@ -82,10 +81,6 @@ class _Seed:
     keys: dict[str, tuple[MarkingKey, VerificationKey]]
     nowm_acc: float = 0.0
     victims: dict[str, tuple] = field(default_factory=dict)  # scheme -> (model, test accuracy, its TrainConfig)
-
-
-def _slug(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", s).strip("-").lower()
 
 
 def _model(run: _Run, path: Path, build: Callable[[Path], tuple]) -> tuple:
@@ -139,9 +134,7 @@ def run_robustness(
     reporter: Callable[[str], Reporter | None] = lambda label: None,
 ) -> dict:
     """Run every seed, scheme and attack of ``cfg``; returns the results document (also OUT/results.json)."""
-    out = Path(out_dir)
-    if (out / "results.json").exists() and not (force or resume):
-        raise OutputExists(f"{out}/results.json already exists; pass --force to overwrite or --resume to continue")
+    out = output_folder(out_dir, force=force, resume=resume)
     q = cfg.quick if quick else None
     if q is not None:
         max_epochs = min(q.max_epochs, max_epochs or q.max_epochs)
@@ -154,8 +147,6 @@ def run_robustness(
     run = _Run(cfg, out, dev, resume, say, reporter, base, cfg.model or recipe.model, max_epochs)
     train_size = min(q.train_size, cfg.train_size or q.train_size) if q else cfg.train_size
     test_size = min(q.test_size, cfg.test_size or q.test_size) if q else cfg.test_size
-    from .run import git_commit
-
     run.results = {
         "format": RESULTS_FORMAT, "version": RESULTS_VERSION, "name": cfg.name, "description": cfg.description,
         "config": cfg.to_dict(), "config_path": config_path, "quick": quick, "max_epochs": max_epochs,
