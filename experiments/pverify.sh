@@ -29,7 +29,7 @@ pverify_all() {  # pverify_all MODEL TAG: every set once, then the spent log
   for i in $(seq 1 10); do
     rc=0
     $BM pverify --model "$1" --marking-key "$KEYS/marking-key.json" --verification-key "$KEYS/verification-key.json" \
-      --nonce "verifier-nonce-$i" --spent-log "$log" --report "$OUT/report-$2-$i" --force --json > "$OUT/report-$2-$i.out.json" || rc=$?
+      --nonce "verifier-nonce-$i" --verifier-key "$OUT/verifier-key.pem" --spent-log "$log" --report "$OUT/report-$2-$i" --force --json > "$OUT/report-$2-$i.out.json" || rc=$?
     echo "nonce verifier-nonce-$i: exit $rc"
   done > "$OUT/pverify-$2.log.tmp"
   $BM spent "$log" --verification-key "$KEYS/verification-key.json" >> "$OUT/pverify-$2.log.tmp"

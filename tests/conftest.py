@@ -1,7 +1,9 @@
+import hashlib
 import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"  # the tests (not the library) know where this checkout's data lies
@@ -44,22 +46,24 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     os.environ.setdefault("COLUMNS", "120")
 
 
-class KeyTarget:
+class KeyTarget(torch.nn.Module):
     """A stand-in for a marked model: answers each trigger image's label (any other image: class 0).
 
-    ``answer_labels=False`` answers class 0 everywhere (a model that never saw the key).
+    ``answer_labels=False`` answers class 0 everywhere (a model that never saw the key). An
+    in-process module (float [0, 1] in, one-hot scores out), named by its weights like any other.
     """
 
-    num_classes, name = 10, "key-target"
-
-    def __init__(self, mk, answer_labels: bool = True):
-        self.input_shape = mk.input_shape
+    def __init__(self, mk, answer_labels: bool = True, num_classes: int = 10):
+        super().__init__()
+        self.input_shape, self.num_classes = mk.input_shape, num_classes
         self.table = {mk.images[i].tobytes(): y for i, y in enumerate(mk.labels)} if answer_labels else {}
+        digest = hashlib.sha256(b"".join(sorted(k + bytes([v]) for k, v in self.table.items()))).digest()
+        self.identity = torch.nn.Parameter(torch.tensor(list(digest), dtype=torch.float32), requires_grad=False)
 
-    def predict(self, images):  # uint8 (N, C, H, W) -> (N,)
-        import torch
-
-        return torch.tensor([self.table.get(im.permute(1, 2, 0).contiguous().numpy().tobytes(), 0) for im in images])
+    def forward(self, x):  # (B, C, H, W) float in [0, 1]
+        pixels = (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        labels = torch.tensor([self.table.get(im.tobytes(), 0) for im in pixels])
+        return torch.nn.functional.one_hot(labels, self.num_classes).float()
 
 
 MARK_CFG = dict(epochs=2, batch_size=128, lr=0.05, trigger_k=64)  # embeds 30 triggers in 2 short epochs

@@ -64,7 +64,7 @@ def test_errors_are_one_line_exit_2(flow, tmp_path):
         code, out, err = run(*args)
         assert code == 2, (args, out, err)
         lines = err.strip().splitlines()
-        assert len(lines) == 1 or lines[0].startswith("Usage:"), err
+        assert len(lines) == 1 and lines[0].startswith("error: "), err
         assert needle in err, (needle, err)
 
 

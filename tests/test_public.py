@@ -14,7 +14,7 @@ from backmark.core.keygen import keygen
 from backmark.core.stats import binomial_tail
 from backmark.core.triggers import abstract_images, generator_seed, render_abstract
 from backmark.crypto import OwnerKey, canonical_json
-from backmark.errors import BackmarkError
+from backmark.errors import BackmarkError, InvalidConfig
 from backmark.protocols.public import (
     challenge,
     check_public_claim,
@@ -23,6 +23,7 @@ from backmark.protocols.public import (
     public_claim,
     soundness_error,
 )
+from backmark.targets import describe
 
 from .conftest import KeyTarget
 
@@ -52,16 +53,24 @@ def test_challenge_is_half_and_fixed_by_the_key(honest):
 
 def test_honest_claim_checks_out(honest, owner):
     mk, vk = honest
-    claim = public_claim(mk, vk, owner)
+    model = KeyTarget(mk)
+    claim = public_claim(mk, vk, owner, model_info=describe(model))
     body = claim["body"]
     assert [el["index"] for el in body["elements"]] == challenge(vk.fingerprint, 200)
     chk = check_public_claim(claim, vk)
     assert chk.valid and chk.checked == ["challenge", "openings"], chk.problems
     assert chk.parameters.unopened_threshold == body["parameters"]["unopened_threshold"]
-    marked = check_public_claim(claim, vk, model=KeyTarget(mk))
-    assert marked.verified and marked.decision.matches == 100
-    clean = check_public_claim(claim, vk, model=KeyTarget(mk, answer_labels=False))
-    assert clean.valid and not clean.verified
+    marked = check_public_claim(claim, vk, model=model)
+    assert marked.verified and marked.decision.matches == 100 and marked.verdict.kind == "ownership"
+    # a claim is about the model it names: on any other model it is refused, whatever that model answers
+    clean = KeyTarget(mk, answer_labels=False)
+    other = check_public_claim(claim, vk, model=clean)
+    assert not other.valid and not other.verified and "not this one" in other.problems[0]
+    clean_claim = public_claim(mk, vk, owner, model_info=describe(clean))
+    chk = check_public_claim(clean_claim, vk, model=clean)
+    assert chk.valid and not chk.verified and chk.verdict.kind == "not-verified"
+    with pytest.raises(InvalidConfig, match="about one model"):
+        public_claim(mk, vk, owner)
     # the secret half is not in the claim
     opened = {el["index"] for el in body["elements"]}
     text = json.dumps(claim)
@@ -70,7 +79,7 @@ def test_honest_claim_checks_out(honest, owner):
 
 def test_tampered_or_misdirected_claim_is_invalid(honest, owner):
     mk, vk = honest
-    claim = public_claim(mk, vk, owner)
+    claim = public_claim(mk, vk, owner, model_info=describe(KeyTarget(mk)))
     edited = json.loads(json.dumps(claim))
     edited["body"]["elements"][0]["label"] = (edited["body"]["elements"][0]["label"] + 1) % 10
     assert "signature" in check_public_claim(edited, vk).problems[0]
@@ -98,8 +107,10 @@ def test_cheating_owner_caught_at_predicted_rate_full_checks(owner, fakes):
     caught = 0
     for t in range(trials):
         mk, vk = _cheating_key(owner, t, total, fakes)
-        claim = public_claim(mk, vk, owner, target=0.25, check_images=False)
-        chk = check_public_claim(claim, vk, model=KeyTarget(mk))
+        model = KeyTarget(mk)
+        claim = public_claim(mk, vk, owner, target=0.25, check_images=False, allow_weak_alpha=True, model_info=describe(model))
+        chk = check_public_claim(claim, vk, model=model)
+        assert chk.verdict is None or not chk.verified  # a weak target is never ownership evidence
         opened_fakes = set(fakes) & set(claim["body"]["challenge"]["opened"])
         assert set(chk.invalid_elements) == opened_fakes  # exactly the opened fakes are flagged
         assert all("not an abstract trigger" in p for p in chk.problems)
@@ -152,7 +163,8 @@ def test_cli_public_claim_and_check(tmp_path, owner):
                {"model": "fmnist-cnn", "num_classes": 10, "input_shape": list(SHAPE)})
     r = CliRunner()
     res = r.invoke(main, ["public-claim", "--marking-key", str(tmp_path / "marking-key.json"), "--verification-key",
-                          str(tmp_path / "verification-key.json"), "--out", str(tmp_path / "claim.json")])
+                          str(tmp_path / "verification-key.json"), "--out", str(tmp_path / "claim.json"),
+                          "--model", str(tmp_path / "m.safetensors")])
     assert res.exit_code == 0, res.output
     assert "100 of 200 elements opened" in res.stdout
     res = r.invoke(main, ["check-claim", str(tmp_path / "claim.json"), "--verification-key", str(tmp_path / "verification-key.json"), "--json"])
@@ -160,6 +172,11 @@ def test_cli_public_claim_and_check(tmp_path, owner):
     res = r.invoke(main, ["check-claim", str(tmp_path / "claim.json"), "--verification-key", str(tmp_path / "verification-key.json"),
                           "--model", str(tmp_path / "m.safetensors")])
     assert res.exit_code == 1 and "NOT VERIFIED on the opened half" in res.stdout  # untrained model
+    save_model(tmp_path / "other.safetensors", create_model("fmnist-cnn", num_classes=10, input_shape=SHAPE, seed=1),
+               {"model": "fmnist-cnn", "num_classes": 10, "input_shape": list(SHAPE)})
+    res = r.invoke(main, ["check-claim", str(tmp_path / "claim.json"), "--verification-key", str(tmp_path / "verification-key.json"),
+                          "--model", str(tmp_path / "other.safetensors")])
+    assert res.exit_code == 1 and "not this one" in res.stdout  # a claim made for one model, shown for another
     doc = json.loads((tmp_path / "claim.json").read_text())
     doc["body"]["elements"][3]["image_seed"] = "00" * 32
     (tmp_path / "bad.json").write_text(json.dumps(doc))

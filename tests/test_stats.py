@@ -1,9 +1,9 @@
 from fractions import Fraction
 
 import pytest
-from scipy.stats import binom
+from scipy.stats import beta, binom
 
-from backmark.core.stats import DEFAULT_ALPHA, binomial_tail, decide, null_rate, threshold
+from backmark.core.stats import ALPHA_FLOOR, DEFAULT_ALPHA, binomial_cdf, binomial_tail, clopper_pearson_upper, decide, threshold
 
 
 @pytest.mark.parametrize("n,L,expected", [(100, 10, 46), (100, 100, 20)])
@@ -28,17 +28,22 @@ def test_tail_edges():
 
 def test_decide_and_log2():
     d = decide(100, 100, Fraction(1, 10))
-    assert d.verified and d.log2_p_value == pytest.approx(-332.19, abs=0.01)
+    assert d.passed and d.log2_p_value == pytest.approx(-332.19, abs=0.01)
     d = decide(45, 100, Fraction(1, 10))
-    assert not d.verified and d.threshold == 46
+    assert not d.passed and d.threshold == 46
     with pytest.raises(ValueError):
         decide(1, 10, Fraction(1, 10), alpha=0)
 
 
-def test_null_rate_for_given_labels():
-    labels = [0] * 50 + [1] * 50
-    assert null_rate(10) == Fraction(1, 10)
-    # A model answering 0 everywhere matches half of these labels by chance.
-    assert null_rate(10, labels, [0] * 100) == Fraction(1, 2)
-    # Spread predictions: no higher than 1/|L|.
-    assert null_rate(10, labels, list(range(10)) * 10) == Fraction(1, 10)
+@pytest.mark.parametrize("k,n,gamma", [(0, 100, 0.05), (12, 100, 1e-6), (120, 1000, 2**-65), (880, 1000, 2**-65), (3, 7, 0.3)])
+def test_clopper_pearson_upper_is_the_exact_bound(k, n, gamma):
+    u = clopper_pearson_upper(k, n, gamma)
+    assert u.denominator <= 2**40 and binomial_cdf(k, n, u) <= gamma  # a valid bound, exactly checked
+    assert binomial_cdf(k, n, u - Fraction(1, 2**40)) > gamma  # and the smallest one on its 2^-40 grid
+    if gamma > 1e-300:
+        assert float(u) == pytest.approx(beta.isf(gamma, k + 1, n - k), rel=1e-6)  # the textbook formula
+    assert clopper_pearson_upper(n, n, gamma) == 1
+
+
+def test_the_floor_is_the_default_and_grinding_proof():
+    assert ALPHA_FLOOR == DEFAULT_ALPHA == 2.0**-64

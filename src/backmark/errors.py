@@ -55,6 +55,10 @@ class QueryBudgetExceeded(RemoteError):
     """Querying a remote model would send more images than the query budget allows."""
 
 
+class WeakAlpha(BackmarkError):
+    """A significance level weaker than the floor (2^-64) was asked for without allowing it explicitly."""
+
+
 class InvalidConfig(BackmarkError):
     """An experiment config or attack budget has an unknown option or a bad value."""
 

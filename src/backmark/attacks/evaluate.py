@@ -2,7 +2,8 @@
 
 - black-box: the attacked model queried as it is (what any verifier can do);
 - kept layer: the owner's ORIGINAL output layer swapped back in first (how the paper
-  reports RTLL, RTAL and transfer learning).
+  reports RTLL, RTAL and transfer learning): a white-box measurement, not evidence on its
+  own (docs/claims.md, "Heads").
 
 Each way gives the trigger accuracy, the matches, the exact p-value and the verdict at alpha.
 A model behind a query detector (the evasion attack: anything with ``flags(images)``) also gets
@@ -17,20 +18,23 @@ from ..core.keygen import MarkingKey, VerificationKey
 from ..core.stats import DEFAULT_ALPHA
 from ..core.verify import verify
 from ..errors import IncompatibleModel
-from ..models.heads import LayerLike, with_output_layer
+from ..models.heads import LayerLike
 from ..training import accuracy
 
 
 def watermark_row(result) -> dict:
+    """One measurement: trigger accuracy, the test's outcome at alpha ("passed"; no test for
+    owner-chosen labels), and the verdict's kind (docs/claims.md: only "ownership" is evidence)."""
     d = result.decision
     return {
-        "trigger_acc": d.matches / d.n,
-        "matches": d.matches,
-        "n": d.n,
-        "threshold": d.threshold,
-        "p_value": d.p_value,
-        "log2_p_value": d.log2_p_value,
-        "verified": result.verified,
+        "trigger_acc": result.matches / result.n,
+        "matches": result.matches,
+        "n": result.n,
+        "threshold": None if d is None else d.threshold,
+        "p_value": None if d is None else d.p_value,
+        "log2_p_value": None if d is None else d.log2_p_value,
+        "passed": result.passed,
+        "verdict": result.verdict.kind,
     }
 
 
@@ -60,7 +64,7 @@ def evaluate_model(
         row["notes"].append(f"black-box: {e}")
     if kept_layer is not None:
         try:
-            row["kept_layer"] = watermark_row(verify(with_output_layer(model, kept_layer), mk, vk, alpha=alpha))
+            row["kept_layer"] = watermark_row(verify(model, mk, vk, alpha=alpha, output_layer=kept_layer))
         except IncompatibleModel as e:
             row["notes"].append(f"kept layer: {e}")
     return row

@@ -151,11 +151,13 @@ def _attack_text(name, out, outcome, before, ev, kept_path) -> str:
     lines = [f"wrote {out}: {name} ({len(outcome.history)} epochs, {outcome.seconds:.0f} s)"]
     acc = f"test accuracy {100 * ev['test_acc']:.2f}%"
     lines.append(acc + ("" if before is None else f" (before the attack {100 * before:.2f}%)"))
-    for key, what in (("blackbox", "black-box"), ("kept_layer", "with the original output layer swapped back")):
+    for key, what in (("blackbox", "black-box"), ("kept_layer", "with the original output layer swapped back (white-box)")):
         w = ev.get(key)
-        if w:
+        if w and w["p_value"] is None:
+            lines.append(f"watermark {what}: {w['matches']}/{w['n']} triggers (owner-chosen labels: trigger accuracy only)")
+        elif w:
             lines.append(f"watermark {what}: {w['matches']}/{w['n']} triggers (p-value 2^{w['log2_p_value']:.1f}) -> "
-                         f"{'VERIFIED' if w['verified'] else 'NOT verified'}")
+                         f"{'the test passes' if w['passed'] else 'the test fails'} at alpha; verdict {w['verdict']}")
     lines += [f"  ({n})" for n in ev.get("notes", [])]
     if kept_path:
         lines.append(f"kept the original output layer in {kept_path}")

@@ -51,6 +51,13 @@ def parse_alpha(value: str) -> float:
     return alpha
 
 
+def alpha_text(alpha: float) -> str:
+    """An alpha for people: 2^-64 style when tiny, else three significant digits."""
+    import math
+
+    return f"2^{math.log2(alpha):.0f}" if 0 < alpha < 1e-4 else f"{alpha:.3g}"
+
+
 def parse_shape(value: str | None):
     if value is None:
         return None

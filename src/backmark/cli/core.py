@@ -176,31 +176,70 @@ def embed(model_path, dataset, data_dir, train_size, test_size, marking_key, ver
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None, help="Suspect model checkpoint (or --target).")
 @click.option("--marking-key", type=click.Path(dir_okay=False), required=True, help="The secret marking key (opened here).")
 @click.option("--verification-key", type=click.Path(dir_okay=False), required=True, help="The public verification key.")
-@click.option("--alpha", default="2^-64", show_default=True, help="Significance level: the false-claim probability allowed.")
+@click.option("--alpha", default="2^-64", show_default=True, help="Significance level: the false-claim probability allowed (at most 2^-64 unless --allow-weak-alpha).")
+@click.option("--allow-weak-alpha", is_flag=True, help="Test at an alpha above the 2^-64 floor anyway: the outcome is never ownership evidence.")
+@click.option("--reference-models", type=click.Path(file_okay=False, exists=True), default=None,
+              help="For a key with owner-chosen labels: a folder of the VERIFIER's independently trained models of the task (a calibrated null).")
 @click.option("--device", default="cpu", show_default=True, help="Where to run the model.")
-@click.option("--output-layer", type=click.Path(dir_okay=False), default=None, help="Swap in the owner's kept original output layer first (file from `attack --keep-output-layer`, or the original checkpoint): the paper's RTLL/RTAL/transfer check.")
+@click.option("--output-layer", type=click.Path(dir_okay=False), default=None, help="Swap in the owner's kept output layer first (the paper's RTLL/RTAL/transfer check): a white-box view, needs --release.")
+@click.option("--suspect-seen-at", default=None, metavar="TIME", help="With --output-layer: when you first saw the suspect (UTC, e.g. 2026-06-01T00:00:00Z).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, metavar="PATH", help="Write a report signed by the owner key (owner-key.pem next to the marking key): PATH.json and PATH.html.")
+@click.option("--force", is_flag=True, help="Overwrite an existing report.")
 @target_options
 @handle_errors
-def verify(model_path, marking_key, verification_key, alpha, device, output_layer, as_json, report, **remote):
-    """Verify ownership of a model: exit 0 verified, 1 not verified, 2 error."""
+def verify(model_path, marking_key, verification_key, alpha, allow_weak_alpha, reference_models, device, output_layer, suspect_seen_at,
+           as_json, report, force, **remote):
+    """Verify ownership of a model. Exit 0: OWNERSHIP VERIFIED (or another verdict that is
+    ownership evidence, docs/claims.md); 1: not verified, or not evidence; 2: bad input."""
     from ..core.keygen import MarkingKey, VerificationKey
+    from ..core.verify import check_alpha
     from ..core.verify import verify as _verify
+    from ..io.clock import parse_time
+    from ..io.files import check_writable
 
     alpha = parse_alpha(alpha)
+    check_alpha(alpha, allow_weak_alpha=allow_weak_alpha)
+    if output_layer is not None:
+        raise click.UsageError("--output-layer is a white-box view anyone can fake with a head fitted to his own key: it needs "
+                               "--release RECORD, the owner's release record binding that head (backmark release)")
+    if suspect_seen_at is not None:
+        try:
+            parse_time(suspect_seen_at)
+        except ValueError:
+            raise click.BadParameter(f"{suspect_seen_at!r}: write a UTC time such as 2026-06-01T00:00:00Z", param_hint="--suspect-seen-at") from None
+    if report:
+        from ..protocols.report import report_paths
+
+        for p in report_paths(report):
+            check_writable(p, force=force)
     vk = VerificationKey.load(verification_key)
     mk = MarkingKey.load(marking_key)
+    owner = load_owner_key(None, marking_key) if report else None
+    refs = _model_files(reference_models) if reference_models else None
     target = open_cli_target(model_path, vk=vk, device=device, **remote)
     started = time.perf_counter()
-    result = _verify(target, mk, vk, alpha=alpha, device=device, output_layer=output_layer)
+    result = _verify(target, mk, vk, alpha=alpha, device=device, allow_weak_alpha=allow_weak_alpha, reference_models=refs,
+                     suspect_seen_at=suspect_seen_at)
+    doc = {"model": model_path or remote["target"], **result.as_dict()}
+    text = f"{result.summary()}\nkey {vk.fingerprint[:16]}, owner {vk.owner_fingerprint[:16]}"
     if report:
         from ..protocols.report import report_verification
 
-        report_verification(report, result, mk, vk, load_owner_key(None, marking_key), model=model_path or remote["target"],
-                            seconds=time.perf_counter() - started)
-    emit(as_json, {"model": model_path or remote["target"], **result.as_dict()}, f"{result.summary()}\nkey {vk.fingerprint[:16]}, owner {vk.owner_fingerprint[:16]}")
+        paths = report_verification(report, result, mk, vk, owner, model=model_path or remote["target"],
+                                    seconds=time.perf_counter() - started, force=force)
+        doc["report"] = [str(p) for p in paths]
+        text += f"\nwrote {paths[0]}, {paths[1]}"
+    emit(as_json, doc, text)
     sys.exit(0 if result.verified else 1)
+
+
+def _model_files(folder: str) -> list[str]:
+    """The model files in a folder (checkpoints, ONNX, TorchScript), in name order."""
+    found = sorted(str(p) for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in (".safetensors", ".onnx", ".pt", ".pth"))
+    if not found:
+        raise click.UsageError(f"{folder} holds no model files (.safetensors, .onnx, .pt)")
+    return found
 
 
 @main.command()

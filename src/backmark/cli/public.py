@@ -30,39 +30,52 @@ def _keys(fn):
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), required=True, help="Suspect model checkpoint.")
 @_keys
 @click.option("--nonce", required=True, help="The verifier's nonce (any text, chosen by the verifier): it selects the set.")
-@click.option("--spent-log", type=click.Path(dir_okay=False), default=None, help="Hash-chained log of opened sets [spent-log.jsonl next to the verification key].")
+@click.option("--verifier-key", type=click.Path(dir_okay=False), required=True,
+              help="The VERIFIER's Ed25519 key (PEM; created if missing): it signs each entry of the verifier's spent log.")
+@click.option("--spent-log", type=click.Path(dir_okay=False), default=None, help="The verifier's hash-chained log of opened sets [spent-log.jsonl next to the verifier key].")
 @click.option("--set", "set_index", type=click.IntRange(0), default=None, help="Refuse unless the nonce selects this set (as announced by the verifier).")
-@click.option("--alpha", default="2^-64", show_default=True, help="False-claim probability allowed, split over the key's sets.")
+@click.option("--alpha", default="2^-64", show_default=True, help="False-claim probability allowed, split over the key's sets (at most 2^-64 unless --allow-weak-alpha).")
+@click.option("--allow-weak-alpha", is_flag=True, help="Test at an alpha above the floor anyway: never ownership evidence.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, metavar="PATH", help="Write a signed report: PATH.json and PATH.html.")
 @click.option("--owner-key", type=click.Path(dir_okay=False), default=None, help="Owner key signing the report [owner-key.pem next to the marking key].")
 @click.option("--device", default="cpu", show_default=True, help="Where to run the model.")
 @click.option("--force", is_flag=True, help="Overwrite an existing report.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
-def pverify(model_path, marking_key, verification_key, nonce, spent_log, set_index, alpha, report, owner_key, device, force, as_json):
-    """One-time verification: open the set the verifier's nonce selects, then record it as spent."""
+def pverify(model_path, marking_key, verification_key, nonce, verifier_key, spent_log, set_index, alpha, allow_weak_alpha, report,
+            owner_key, device, force, as_json):
+    """One-time verification: open the set the verifier's nonce selects, and record it, signed by
+    the verifier, as spent in the verifier's log."""
     from ..core.keygen import MarkingKey, VerificationKey
+    from ..core.verify import check_alpha
+    from ..crypto import OwnerKey
     from ..io.files import check_writable
     from ..protocols.pverify import pverify as _pverify
-    from ..protocols.report import describe_model, report_paths, report_verification
+    from ..protocols.report import report_paths, report_verification
+    from ..targets import describe
 
     alpha = parse_alpha(alpha)
+    check_alpha(alpha, allow_weak_alpha=allow_weak_alpha)
     vk = VerificationKey.load(verification_key)
     mk = MarkingKey.load(marking_key)
-    log = spent_log or str(Path(verification_key).with_name("spent-log.jsonl"))
+    verifier, _ = OwnerKey.load_or_create(verifier_key)
+    log = spent_log or str(Path(verifier_key).with_name("spent-log.jsonl"))
+    owner = None
     if report:
         for p in report_paths(report):
             check_writable(p, force=force)
-        load_owner_key(owner_key, marking_key)  # fail before a set is spent, not after
+        owner = load_owner_key(owner_key, marking_key)  # fail before a set is spent, not after
     started = time.perf_counter()
-    res = _pverify(model_path, mk, vk, log, nonce=nonce.encode(), alpha=alpha, set_index=set_index, device=device,
-                   model_info=describe_model(model_path))
+    res = _pverify(model_path, mk, vk, log, nonce=nonce.encode(), verifier_key=verifier, alpha=alpha, set_index=set_index,
+                   device=device, model_info=describe(model_path), allow_weak_alpha=allow_weak_alpha)
     doc = {"model": model_path, "spent_log": log, **res.as_dict()}
+    text = res.summary()
     if report:
-        paths = report_verification(report, res.verification, mk, vk, load_owner_key(owner_key, marking_key), model=model_path,
-                                    seconds=time.perf_counter() - started, pverify=res.pverify_dict(), force=force)
+        paths = report_verification(report, res.verification, mk, vk, owner, model=model_path,
+                                    seconds=time.perf_counter() - started, selection=res.selection(), force=force)
         doc["report"] = [str(p) for p in paths]
-    emit(as_json, doc, res.summary() + (f"\nreport: {doc['report'][0]}, {doc['report'][1]}" if report else ""))
+        text += f"\nwrote {paths[0]}, {paths[1]}"
+    emit(as_json, doc, text)
     sys.exit(0 if res.verified else 1)
 
 
@@ -73,7 +86,7 @@ def pverify(model_path, marking_key, verification_key, nonce, spent_log, set_ind
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @handle_errors
 def spent(spent_log, verification_key, nonce, as_json):
-    """Check a spent log's hash chain and list the opened sets."""
+    """Check a spent log's hash chain and the verifier's signatures, and list the opened sets."""
     from ..core.keygen import VerificationKey
     from ..protocols.pverify import SpentLog, log_summary
 
@@ -82,10 +95,11 @@ def spent(spent_log, verification_key, nonce, as_json):
     doc = log_summary(log)
     if nonce is not None:
         doc["next_set"] = log.next_set(nonce.encode())
-    lines = [f"spent log of key {doc['verification_key'][:16]}: chain intact, head {doc['head'][:16]}",
+    lines = [f"spent log of key {doc['verification_key'][:16]} kept by verifier {doc['verifier'][:16]}: chain and signatures "
+             f"intact, head {doc['head'][:16]}",
              f"{len(doc['spent'])} of {doc['num_sets']} sets spent; unspent: {doc['unspent']}"]
-    lines += [f"  #{e['seq']} set {e['set']} at {e['time']}: {'verified' if e['verified'] else 'NOT verified'} "
-              f"({e['matches']}/{e['n']}) model {e['model']}" for e in doc["entries"]]
+    lines += [f"  #{e['seq']} set {e['set']} at {e['time']}: {e['verdict']} ({e['matches']}/{e['n']}) model {e['model']}"
+              for e in doc["entries"]]
     if nonce is not None:
         lines.append(f"nonce {nonce!r} selects set {doc['next_set']} next")
     emit(as_json, doc, "\n".join(lines))
@@ -95,20 +109,22 @@ def spent(spent_log, verification_key, nonce, as_json):
 @_keys
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="The claim to publish (JSON).")
 @click.option("--owner-key", type=click.Path(dir_okay=False), default=None, help="Owner key signing the claim [owner-key.pem next to the marking key].")
-@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None, help="Name the claimed model (its SHA-256 goes into the claim).")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False, exists=True), required=True, help="The claimed model file (its SHA-256 goes into the claim: a claim is about one model).")
 @click.option("--zk-commitments", is_flag=True, help="Add Poseidon commitments of every image, for zero-knowledge proofs (needs ezkl).")
-@click.option("--alpha", default="2^-64", show_default=True, help="Soundness target: false-claim probability per challenge.")
+@click.option("--alpha", default="2^-64", show_default=True, help="Soundness target: false-claim probability per challenge (at most 2^-64 unless --allow-weak-alpha).")
+@click.option("--allow-weak-alpha", is_flag=True, help="Claim at a target above the floor anyway: check-claim never calls it ownership evidence.")
 @click.option("--grinding-bits", type=click.IntRange(0, 192), default=0, show_default=True, help="Also allow a cheater 2^B key generations to grind the Fiat-Shamir challenge.")
 @click.option("--force", is_flag=True, help="Overwrite --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @handle_errors
-def public_claim(marking_key, verification_key, out, owner_key, model_path, zk_commitments, alpha, grinding_bits, force, as_json):
+def public_claim(marking_key, verification_key, out, owner_key, model_path, zk_commitments, alpha, allow_weak_alpha, grinding_bits, force,
+                 as_json):
     """Publish openings of the half of the key that the Fiat-Shamir challenge H(vk) selects."""
     from ..core.keygen import load_pair
     from ..io.files import check_writable
     from ..protocols.public import public_claim as _claim
     from ..protocols.public import save_claim
-    from ..protocols.report import describe_model
+    from ..targets import describe
 
     check_writable(out, force=force)
     mk, vk = load_pair(marking_key, verification_key)
@@ -118,7 +134,7 @@ def public_claim(marking_key, verification_key, out, owner_key, model_path, zk_c
 
         zk = poseidon_commitments(mk.images)
     doc = _claim(mk, vk, load_owner_key(owner_key, marking_key), target=parse_alpha(alpha), grinding_bits=grinding_bits,
-                 zk_commitments=zk, model_info=describe_model(model_path) if model_path else None)
+                 zk_commitments=zk, model_info=describe(model_path), allow_weak_alpha=allow_weak_alpha)
     save_claim(doc, out, force=force)
     p = doc["body"]["parameters"]
     emit(as_json, {"out": out, "parameters": p, "opened": doc["body"]["challenge"]["opened"]}, (
@@ -131,7 +147,7 @@ def public_claim(marking_key, verification_key, out, owner_key, model_path, zk_c
 @main.command("check-claim")
 @click.argument("claim", type=click.Path(dir_okay=False))
 @click.option("--verification-key", type=click.Path(dir_okay=False), required=True, help="The owner's public verification key.")
-@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None, help="Also query this model on the opened half.")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None, help="The model the claim names (its SHA-256 must match): query it on the opened half.")
 @click.option("--zk", "zk_dirs", multiple=True, type=click.Path(file_okay=False), help="Proof folders (zk-prove) for unopened elements.")
 @click.option("--device", default="cpu", show_default=True, help="Where to run the model.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
@@ -157,25 +173,27 @@ def _zk_folders(dirs) -> list[Path]:
 
 @main.command("check-report")
 @click.argument("report", type=click.Path(dir_okay=False))
-@click.option("--verification-key", type=click.Path(dir_okay=False), default=None, help="Also check every opening against this key.")
+@click.option("--verification-key", type=click.Path(dir_okay=False), required=True, help="The owner's verification key: every opening is checked against it.")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None, help="Also check the model's SHA-256 and answers.")
+@click.option("--earlier", type=click.Path(dir_okay=False), default=None, help="One-time reports: an earlier report of the same key; this one's spent log must extend its (rollback check).")
+@click.option("--verifier", default=None, metavar="KEY", help="One-time reports: the verifier's public key (hex) or fingerprint that must have signed the spent log.")
 @click.option("--device", default="cpu", show_default=True, help="Where to run the model.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @handle_errors
-def check_report(report, verification_key, model_path, device, as_json):
+def check_report(report, verification_key, model_path, earlier, verifier, device, as_json):
     """Check a signed verification report (its .json or .html). Exit 0 authentic, 1 not."""
     from ..core.keygen import VerificationKey
     from ..protocols.report import check_report as _check
+    from .common import alpha_text
 
-    vk = VerificationKey.load(verification_key) if verification_key else None
-    chk = _check(report, vk=vk, model=model_path, device=device)
-    b = chk.doc["body"]
+    vk = VerificationKey.load(verification_key)
+    chk = _check(report, vk=vk, model=model_path, earlier=earlier, verifier=verifier, device=device)
+    b = chk.body
     if chk.ok:
-        d = b["decision"]
-        text = (f"report OK ({', '.join(chk.checked)}): {'OWNERSHIP VERIFIED' if d['verified'] else 'NOT VERIFIED'} "
-                f"{d['matches']}/{d['n']} at {b['created']}, key {b['verification_key'][:16]}, signed by owner {b['owner'][:16]}")
-        if vk is None:
-            text += "\n(no --verification-key: the openings were not checked against the key)"
+        d, v = b["decision"], b["verdict"]
+        text = (f"report OK ({', '.join(chk.checked)}): {v['text']}: {d['matches']}/{d['n']} at alpha {alpha_text(b['alpha'])} "
+                f"(floor {alpha_text(b['alpha_floor'])}); key {b['verification_key'][:16]}, signed by owner {b['owner'][:16]} "
+                f"at {b['created']} (the owner's own clock)")
     else:
         text = "REPORT REJECTED: " + "; ".join(chk.problems)
     emit(as_json, chk.as_dict(), text)

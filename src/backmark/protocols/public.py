@@ -32,10 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from ..core.keygen import MarkingKey, VerificationKey, check_pair, element_problem
-from ..core.stats import DEFAULT_ALPHA, BinomialDecision, binomial_tail, decide, log2, threshold
+from ..core.stats import ALPHA_FLOOR, DEFAULT_ALPHA, BinomialDecision, binomial_tail, decide, log2, threshold
 from ..core.triggers import GENERATOR, generator_seed, image_seed, render_abstract
+from ..core.verify import Verdict, View, check_alpha, check_compatible, judge
+from ..targets import as_target, describe
 from ..crypto import OwnerKey, canonical_json, open_signed
-from ..errors import BackmarkError, InvalidFile, InvalidKey, KeyMismatch
+from ..errors import BackmarkError, InvalidConfig, InvalidFile, InvalidKey, KeyMismatch
 from ..io.clock import utc_now
 from ..io.documents import read_json_document, write_json
 from ..io.png import png_b64, png_decode
@@ -199,8 +201,11 @@ def public_claim(
     model_info: dict | None = None,
     created: str | None = None,
     check_images: bool = True,
+    allow_weak_alpha: bool = False,
 ) -> dict:
-    """The signed document an owner publishes: openings of the challenged half of the key.
+    """The signed document an owner publishes: openings of the challenged half of the key,
+    about the model ``model_info`` names ({"name", "sha256"}: a claim is about one model;
+    ``check_public_claim`` refuses it for any other).
 
     ``zk_commitments``: Poseidon commitments of all N images (backmark.protocols.zk.poseidon_commitments),
     bound into the challenge so the opened half also checks them. ``check_images=False``
@@ -208,8 +213,11 @@ def public_claim(
     publishes (the tests simulate one); checkers reject it when a fake is opened.
     """
     check_pair(mk, vk)
+    check_alpha(target, allow_weak_alpha=allow_weak_alpha)
     if owner_key.public_hex != vk.owner_public_key:
         raise KeyMismatch("the owner key is not the one that signed this verification key")
+    if not model_info or not model_info.get("sha256"):
+        raise InvalidConfig("a public claim is about one model: name it (its file's SHA-256 goes into the claim)")
     if vk.label_mode != "derived":
         raise InvalidKey("public claims need derived labels: a label the owner chose cannot be shown to be arbitrary")
     if zk_commitments is not None and len(zk_commitments) != vk.size:
@@ -273,6 +281,7 @@ class ClaimCheck:
     problems: list[str] = field(default_factory=list)
     invalid_elements: list[int] = field(default_factory=list)
     decision: BinomialDecision | None = None  # the model on the opened half
+    verdict: Verdict | None = None  # of that test (docs/claims.md)
     zk_valid: int | None = None  # unopened elements with a valid zero-knowledge proof
     checked: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -284,10 +293,11 @@ class ClaimCheck:
 
     @property
     def verified(self) -> bool:
-        """Valid, and the model (if given) passes on the opened half, and the proofs (if given) reach the threshold."""
-        ok = self.valid
+        """Valid, at a target no weaker than the floor, and the model (if given) passes on the opened
+        half, and the proofs (if given) reach the threshold: ownership evidence (docs/claims.md)."""
+        ok = self.valid and self.parameters is not None and self.parameters.target <= ALPHA_FLOOR
         if self.decision is not None:
-            ok = ok and self.decision.verified
+            ok = ok and self.verdict is not None and self.verdict.claims_ownership
         if self.zk_valid is not None and self.parameters is not None:
             ok = ok and self.zk_valid >= self.parameters.unopened_threshold
         return ok
@@ -298,6 +308,7 @@ class ClaimCheck:
             "invalid_elements": self.invalid_elements, "checked": self.checked, "notes": self.notes,
             "parameters": None if self.parameters is None else self.parameters.as_dict(),
             "decision": None if self.decision is None else self.decision.as_dict(),
+            "verdict": None if self.verdict is None else self.verdict.as_dict(),
             "zk_valid": self.zk_valid,
         }
 
@@ -309,8 +320,8 @@ class ClaimCheck:
                   f"(a cheating owner passes with probability <= 2^{p.soundness_log2:.1f} per challenge)")]
         if self.decision is not None:
             d = self.decision
-            verdict = "OWNERSHIP VERIFIED" if d.verified else "NOT VERIFIED"
-            lines.append(f"{verdict} on the opened half: {d.matches}/{d.n} labels matched (threshold {d.threshold}); p-value 2^{d.log2_p_value:.1f}")
+            lines.append(f"{self.verdict.text} on the opened half: {d.matches}/{d.n} labels matched (threshold {d.threshold}, "
+                         f"alpha 2^{log2(p.target):.0f}); p-value 2^{d.log2_p_value:.1f}")
         if self.zk_valid is not None:
             lines.append(f"zero-knowledge: {self.zk_valid} valid proofs on the unopened half (threshold {p.unopened_threshold})")
         return "\n".join(lines)
@@ -401,15 +412,22 @@ def _element_problem(el: dict, vk: VerificationKey, poseidon, zk) -> str | None:
 def _check_claim_model(b: dict, vk: VerificationKey, model, device, chk: ClaimCheck) -> None:
     import torch
 
-    from ..core.verify import check_compatible
-    from ..targets import as_target
-
+    named = (b.get("model") or {}).get("sha256")
+    given = describe(model)["sha256"]
+    if named is None:
+        chk.problems.append("the claim names no model: it cannot be checked against one")
+        return
+    if given != named:
+        chk.problems.append(f"the claim is about model {named[:16]}..., not this one ({str(given)[:16]}...)")
+        return
+    chk.checked.append("model named by the claim")
     target = as_target(model, device=device)
     check_compatible(target, vk)
     images = np.stack([png_decode(el["image_png"], vk.input_shape) for el in b["elements"]])
     preds = [int(p) for p in target.predict(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous())]
     matches = sum(int(p == el["label"]) for p, el in zip(preds, b["elements"]))
     chk.decision = decide(matches, len(preds), chk.parameters.p0, chk.parameters.bound)
+    chk.verdict = judge(null="exact", view=View(), passed=chk.decision.passed, alpha=chk.parameters.target)
 
 
 def _check_claim_zk(b: dict, vk: VerificationKey, folders, chk: ClaimCheck) -> None:

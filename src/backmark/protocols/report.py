@@ -1,23 +1,26 @@
 """Signed verification reports: evidence a third party can check without trusting the owner's tool.
 
 A report is one JSON document (machine) and one self-contained HTML page (people) showing
-the same record: the key's fingerprint, the model's SHA-256, the opened elements (images as
-PNG, labels, predictions, opening nonces), the matches, threshold and p-value, the time, and
-an Ed25519 signature by the owner key over the canonical record. The HTML page embeds the
-signed JSON, so either file can be checked.
+the same record: the key, the model's identity, how it was queried, the null hypothesis,
+alpha and its floor, the opened elements (images as PNG, labels, predictions, opening
+nonces), the decision and the verdict (docs/claims.md), the selection (all elements, or a
+one-time set with the verifier's signed spent-log chain), the time, and an Ed25519
+signature by the owner key over the canonical record. The HTML page embeds the signed JSON,
+so either file can be checked.
 
-    doc = make_report(result, mk, vk, owner_key, model_info={"name": "m.safetensors", "sha256": ...})
+    doc = make_report(result, mk, vk, owner_key, model_info=describe(model_path))
     json_path, html_path = write_report(doc, "evidence/report")
     check = check_report("evidence/report.html", vk=vk, model="m.safetensors")
     check.ok, check.problems
 
-``check_report`` checks the signature, the arithmetic (matches, threshold, p-value), and
-with the verification key every opening; with the model, its hash and its answers.
-File format: docs/formats.md.
+``check_report`` recomputes everything that decided the verdict from the report's own fields:
+the elements must be exactly the set the key prescribes (each once), each must open its
+commitments, the arithmetic and the verdict must follow, the one-time selection must be the
+verifier's (a signed chain, checked against an earlier report with ``earlier``); with the
+model, its hash and answers. File format: docs/formats.md.
 """
 from __future__ import annotations
 
-import html
 import json
 import os
 import re
@@ -28,32 +31,22 @@ from pathlib import Path
 import numpy as np
 
 from ..core.keygen import MarkingKey, VerificationKey, element_problem
-from ..core.stats import decide, null_rate
+from ..core.stats import ALPHA_FLOOR, clopper_pearson_upper, decide
+from ..core.verify import NULL_KINDS, View, judge
 from ..crypto import OwnerKey, canonical_json, open_signed
 from ..errors import BackmarkError, InvalidFile, KeyMismatch, TamperedRecord
 from ..io.clock import utc_now
 from ..io.documents import dumps_json
 from ..io.files import atomic_write_bytes, check_writable, read_file
-from ..io.hashing import file_sha256
 from ..io.png import png_b64, png_decode
-from ..models.checkpoint import weights_sha256
+from ..targets import describe
 from ..version import __version__
-from .pverify import select_set, set_alpha, set_indices
+from .pverify import SpentChain, check_extends, set_alpha, set_indices
+from .report_page import render_html
 
 REPORT_FORMAT = "backmark-verification-report"
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 _EMBED_RE = re.compile(rb'<script type="application/json" id="backmark-report">(.*?)</script>', re.DOTALL)
-
-
-# -- what a report names ----------------------------------------------------------------
-
-def describe_model(model) -> dict:
-    """{"name", "sha256", "hashed"}: a file's SHA-256, or of an in-process model's weights."""
-    if isinstance(model, (str, os.PathLike)) and Path(model).is_file():
-        return {"name": str(model), "sha256": file_sha256(model), "hashed": "file"}
-    if callable(getattr(model, "state_dict", None)):
-        return {"name": type(model).__name__, "sha256": weights_sha256(model), "hashed": "weights"}
-    return {"name": str(getattr(model, "name", model)), "sha256": None, "hashed": None}
 
 
 def make_report(
@@ -63,14 +56,14 @@ def make_report(
     owner_key: OwnerKey,
     *,
     model_info: dict | None = None,
-    kind: str = "verify",
-    pverify: dict | None = None,
+    selection: dict | None = None,
     seconds: float | None = None,
     created: str | None = None,
 ) -> dict:
     """A signed report of ``result`` (a VerificationResult) for the elements it opened.
 
-    ``pverify``: the PVerify record (set, nonce, log heads...) for one-time verification.
+    ``selection``: None for a verification of every element; a PVerify result's
+    ``selection()`` (the set, the nonce, the verifier's signed chain) for a one-time one.
     The owner key must be the one that signed the verification key.
     """
     if owner_key.public_hex != vk.owner_public_key:
@@ -87,8 +80,9 @@ def make_report(
             "image_nonce": o["image_nonce"].hex(),
             "label_nonce": o["label_nonce"].hex(),
         })
+    query = {k: v for k, v in result.extra.items() if k in ("queries", "normalization")}
     body = {
-        "kind": kind,
+        "kind": "verify" if selection is None else "pverify",
         "created": created or utc_now(),
         "backmark": __version__,
         "verification_key": vk.fingerprint,
@@ -99,16 +93,21 @@ def make_report(
         "num_classes": vk.num_classes,
         "input_shape": list(vk.input_shape),
         "model": model_info or {"name": None, "sha256": None, "hashed": None},
+        "query": query,
+        "alpha": result.alpha,
+        "alpha_floor": ALPHA_FLOOR,
+        "null": result.null.as_dict(),
+        "view": result.view.as_dict(),
         "decision": {
-            "matches": d.matches, "n": d.n, "threshold": d.threshold, "alpha": d.alpha,
-            "p0_exact": f"{d.p0.numerator}/{d.p0.denominator}", "p_value": d.p_value,
-            "log2_p_value": d.log2_p_value, "verified": d.verified,
+            "matches": result.matches, "n": result.n, "threshold": None if d is None else d.threshold,
+            "p_value": None if d is None else d.p_value, "log2_p_value": None if d is None else d.log2_p_value,
+            "passed": result.passed,
         },
+        "verdict": result.verdict.as_dict(),
+        "selection": selection or {"kind": "all"},
         "elements": elements,
         "seconds": seconds,
     }
-    if pverify is not None:
-        body["pverify"] = pverify
     return {"format": REPORT_FORMAT, "version": REPORT_VERSION, "body": body,
             "signature": owner_key.sign(canonical_json(body)).hex()}
 
@@ -133,86 +132,47 @@ def write_report(doc: dict, path: str | os.PathLike, *, force: bool = False) -> 
 
 
 def report_verification(path, result, mk: MarkingKey, vk: VerificationKey, owner_key: OwnerKey, *, model, seconds: float,
-                        pverify: dict | None = None, force: bool = False) -> tuple[Path, Path]:
+                        selection: dict | None = None, force: bool = False) -> tuple[Path, Path]:
     """Sign the report of a verification of ``model`` and write PATH.json and PATH.html."""
-    doc = make_report(result, mk, vk, owner_key, model_info=describe_model(model),
-                      kind="pverify" if pverify else "verify", pverify=pverify, seconds=seconds)
+    doc = make_report(result, mk, vk, owner_key, model_info=describe(model), selection=selection, seconds=seconds)
     return write_report(doc, path, force=force)
 
 
+def _no_duplicates(pairs):
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"duplicate key {next(k for k in keys if keys.count(k) > 1)!r}")
+    return dict(pairs)
+
+
+def _no_constants(name):
+    raise ValueError(f"{name} is not a number")
+
+
 def load_report(path: str | os.PathLike) -> dict:
-    """The signed document from a report's JSON file or its HTML page."""
+    """The signed document from a report's JSON file or its HTML page (which must be exactly
+    the page its record renders to: no visible text may differ from what was signed)."""
     p = Path(path)
     raw = read_file(p, what="report")
     m = _EMBED_RE.search(raw)
-    if m:
-        raw = m.group(1)  # JSON reads the "<\/" escapes back as "</"
+    text = m.group(1) if m else raw  # JSON reads the \u003c escapes back as "<"
     try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        doc = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise InvalidFile(f"{p}: not a backmark report (neither its JSON nor its HTML page): {e}") from None
     if not isinstance(doc, dict) or doc.get("format") != REPORT_FORMAT:
         raise InvalidFile(f"{p}: expected a {REPORT_FORMAT} file")
-    if doc.get("version") != REPORT_VERSION:
-        raise InvalidFile(f"{p}: report version {doc.get('version')!r} is not supported")
-    if m and render_html(doc).encode() != p.read_bytes():
-        raise TamperedRecord(f"{p}: the page differs from the signed record it embeds (the visible text was edited)")
+    if doc.get("version") != REPORT_VERSION or isinstance(doc.get("version"), bool):
+        raise InvalidFile(f"{p}: report version {doc.get('version')!r} is not supported (this backmark reads {REPORT_VERSION})")
+    if set(doc) != {"format", "version", "body", "signature"} or not isinstance(doc["body"], dict):
+        raise InvalidFile(f"{p}: unexpected fields in the report")
+    try:
+        expected = render_html(doc).encode() if m else dumps_json(doc)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise InvalidFile(f"{p}: malformed report ({type(e).__name__}: {e})") from None
+    if expected != raw:
+        raise TamperedRecord(f"{p}: the file differs from the signed record it carries (edited after it was written)")
     return doc
-
-
-# -- HTML ------------------------------------------------------------------------------
-
-_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:70em;color:#222}
-table.kv td{padding:2px 12px 2px 0;vertical-align:top}td.k{color:#666}
-code{font-size:90%;word-break:break-all}.ok{color:#075}.bad{color:#b00}
-.grid{display:flex;flex-wrap:wrap;gap:6px}.el{border:1px solid #ddd;padding:3px;text-align:center;font-size:11px;width:64px}
-.el img{width:56px;height:56px;image-rendering:pixelated}.miss{background:#fee}"""
-
-
-def render_html(doc: dict) -> str:
-    """A self-contained page (no external resources) for a signed report document."""
-    b = doc["body"]
-    e = html.escape
-    d = b["decision"]
-    verdict = "OWNERSHIP VERIFIED" if d["verified"] else "NOT VERIFIED"
-    rows = [
-        ("verdict", f'<b class="{"ok" if d["verified"] else "bad"}">{verdict}</b>'),
-        ("matches", f'{d["matches"]} of {d["n"]} (threshold {d["threshold"]})'),
-        ("p-value", f'{d["p_value"]:.3g} (2^{d["log2_p_value"]:.1f}); alpha {d["alpha"]:.3g}; p0 {e(d["p0_exact"])}'),
-        ("model", f'{e(str(b["model"].get("name")))}<br>SHA-256 <code>{e(str(b["model"].get("sha256")))}</code>'),
-        ("verification key", f'<code>{e(b["verification_key"])}</code>'),
-        ("owner key", f'<code>{e(b["owner"])}</code> (SHA-256 of the Ed25519 public key)'),
-        ("labels", f'{e(b["label_mode"])}; {b["num_classes"]} classes; commitments {e(b["commitment"])}'),
-        ("time", f'{e(b["created"])}' + ("" if b.get("seconds") is None else f' ({b["seconds"]:.1f} s)')),
-    ]
-    if "pverify" in b:
-        pv = b["pverify"]
-        rows.append(("one-time set", (
-            f'set {pv["set"]} of {pv["num_sets"]} (entry {pv["seq"]} of the spent log); verifier nonce <code>{e(pv["nonce"])}</code>;'
-            f' log head before <code>{e(pv["head_before"])}</code>, after <code>{e(pv["head_after"])}</code>'
-        )))
-    cells = []
-    for el in b["elements"]:
-        hit = el["label"] == el["prediction"]
-        cells.append(
-            f'<div class="el{"" if hit else " miss"}"><img alt="trigger {el["index"]}" src="data:image/png;base64,{e(el["image_png"])}">'
-            f'<br>#{el["index"]}<br>{el["label"]} / {el["prediction"]} {"&#10003;" if hit else "&#10007;"}</div>'
-        )
-    embedded = json.dumps(doc, sort_keys=True).replace("</", "<\\/")
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>backmark verification report {e(b['verification_key'][:16])}</title><style>{_CSS}</style></head><body>\n"
-        "<h1>Verification report</h1>\n<table class=\"kv\">"
-        + "".join(f'<tr><td class="k">{k}</td><td>{v}</td></tr>' for k, v in rows)
-        + "</table>\n"
-        f"<h2>Opened trigger elements ({len(b['elements'])}): committed label / model's answer</h2>\n"
-        f'<div class="grid">{"".join(cells)}</div>\n'
-        "<h2>Signature</h2>\n"
-        f"<p>Ed25519 by the owner key over the canonical JSON record embedded in this page: <code>{e(doc['signature'])}</code></p>\n"
-        "<p>Check it: <code>backmark check-report THIS-FILE --verification-key verification-key.json [--model MODEL]</code></p>\n"
-        f'<script type="application/json" id="backmark-report">{embedded}</script>\n'
-        "</body></html>\n"
-    )
 
 
 # -- checking ---------------------------------------------------------------------------
@@ -227,18 +187,27 @@ class ReportCheck:
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def body(self) -> dict:
+        return self.doc.get("body", {}) if isinstance(self.doc, dict) else {}
+
     def as_dict(self) -> dict:
-        b = self.doc.get("body", {})
+        b = self.body
         return {"ok": self.ok, "problems": self.problems, "checked": self.checked,
-                "verification_key": b.get("verification_key"), "verified": b.get("decision", {}).get("verified")}
+                "verification_key": b.get("verification_key"), "verdict": b.get("verdict"), "alpha": b.get("alpha")}
 
 
-def check_report(report, *, vk: VerificationKey | None = None, model=None, device="cpu") -> ReportCheck:
+def check_report(report, *, vk: VerificationKey | None = None, model=None, earlier=None, verifier: str | None = None,
+                 device="cpu") -> ReportCheck:
     """Check a report (path or document). Problems are collected, not raised.
 
-    Always: the owner's signature and the decision's arithmetic. With ``vk``: the key and
-    owner match, every opened element opens its commitments, and for a PVerify report the
-    opened set is the one its nonce selects. With ``model``: its SHA-256 and its answers.
+    Always: the owner's signature, the arithmetic and the verdict, recomputed from the
+    report's fields. ``vk`` (required for an OK): the key and owner match, the elements are
+    exactly the prescribed set and each opens its commitments, a one-time selection is the
+    verifier's signed one. ``model``: its SHA-256 and its answers. ``earlier``: an earlier
+    report of the same one-time key (path or document): this one's chain must extend its.
+    ``verifier``: the public key (hex) or fingerprint of the verifier that must have signed
+    the spent log.
     """
     doc = load_report(report) if isinstance(report, (str, os.PathLike)) else report
     chk = ReportCheck(doc)
@@ -248,75 +217,143 @@ def check_report(report, *, vk: VerificationKey | None = None, model=None, devic
         return chk
     chk.checked.append("signature")
     try:
-        _check_arithmetic(b, chk)
-        if vk is not None:
+        _check_decision(b, chk)
+        if vk is None:
+            chk.problems.append("not checked against the verification key (give it): a report anyone could have signed "
+                                "for any key is not evidence until its openings are checked")
+        else:
             _check_against_key(b, vk, chk)
+        if b["selection"]["kind"] == "pverify":
+            _check_selection(b, vk, earlier, verifier, chk)
+        elif earlier is not None or verifier is not None:
+            chk.problems.append("an earlier report or a verifier applies to one-time (PVerify) reports only")
         if model is not None and not chk.problems:
             _check_model(b, vk, model, device, chk)
-    except (KeyError, TypeError, ValueError) as e:
-        chk.problems.append(f"malformed report ({e})")
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        chk.problems.append(f"malformed report ({type(e).__name__}: {e})")
     return chk
 
 
-def _check_arithmetic(b: dict, chk: ReportCheck) -> None:
-    d, els = b["decision"], b["elements"]
-    labels, preds = [el["label"] for el in els], [el["prediction"] for el in els]
-    matches = sum(int(y == p) for y, p in zip(labels, preds))
+def _rational(text: str) -> Fraction:
+    num, den = (int(v) for v in text.split("/"))
+    return Fraction(num, den)
+
+
+def _check_decision(b: dict, chk: ReportCheck) -> None:
+    """The decision and the verdict must follow from the elements, the null, the view and alpha."""
+    d, els, null = b["decision"], b["elements"], b["null"]
+    matches = sum(int(el["label"] == el["prediction"]) for el in els)
     if matches != d["matches"] or len(els) != d["n"]:
         chk.problems.append(f"the report states {d['matches']}/{d['n']} matches but its elements show {matches}/{len(els)}")
         return
-    num, den = (int(v) for v in d["p0_exact"].split("/"))
-    p0 = Fraction(num, den)
-    expected = null_rate(b["num_classes"]) if b["label_mode"] == "derived" else null_rate(b["num_classes"], labels, preds)
-    if p0 != expected:
-        chk.problems.append(f"the report's null rate p0 = {p0} should be {expected}")
+    alpha = b["alpha"]
+    if not (isinstance(alpha, float) and 0 < alpha < 1) or b["alpha_floor"] != ALPHA_FLOOR:
+        chk.problems.append("malformed alpha or alpha floor")
         return
-    again = decide(matches, len(els), p0, d["alpha"])
-    if (again.threshold, again.verified, again.p_value) != (d["threshold"], d["verified"], d["p_value"]):
-        chk.problems.append("the threshold, p-value or verdict does not follow from the matches")
+    kind = null["kind"]
+    if kind not in NULL_KINDS or (kind == "exact") != (b["label_mode"] == "derived"):
+        chk.problems.append(f"a {b['label_mode']}-label key cannot have a {kind!r} null")
         return
-    chk.checked.append("arithmetic")
+    test_alpha = alpha
+    p0 = None
+    if kind == "exact":
+        p0 = Fraction(1, b["num_classes"])
+    elif kind == "calibrated":
+        refs = null["references"]
+        k, n = sum(r["matches"] for r in refs), sum(r["n"] for r in refs)
+        if null["alpha_bound"] != alpha / 2 or (null["pooled_matches"], null["pooled_trials"]) != (k, n) \
+                or any(r["n"] != len(els) for r in refs):
+            chk.problems.append("the calibrated null's counts or alpha split do not add up")
+            return
+        p0 = clopper_pearson_upper(k, n, null["alpha_bound"])
+        test_alpha = alpha - null["alpha_bound"]
+    if (None if p0 is None else f"{p0.numerator}/{p0.denominator}") != null["p0"]:
+        chk.problems.append(f"the report's p0 {null['p0']} should be {p0}")
+        return
+    again = None if p0 is None else decide(matches, len(els), p0, test_alpha)
+    stated = (d["threshold"], d["p_value"], d["passed"])
+    if stated != ((None, None, False) if again is None else (again.threshold, again.p_value, again.passed)):
+        chk.problems.append("the threshold, p-value or outcome does not follow from the matches")
+        return
+    v = b["view"]
+    view = View() if v["kind"] == "black-box" else View(v["kind"], v["head_sha256"], bool(v["bound"]), v["anchored_at"],
+                                                         v["suspect_seen_at"], v["release"])
+    overall = b["selection"]["alpha_total"] if b["selection"]["kind"] == "pverify" else alpha  # the floor is on the family's alpha
+    verdict = judge(null=kind, view=view, passed=d["passed"], alpha=overall, references=len(null.get("references", ())))
+    if verdict.as_dict() != b["verdict"]:
+        chk.problems.append(f"the verdict should read {verdict.text!r}, not {b['verdict'].get('text')!r}")
+        return
+    if view.kind != "black-box" and view.bound:
+        chk.problems.append("a white-box report's release record is checked by `backmark check-report --release`: not supported here")
+        return
+    chk.checked.append("decision and verdict")
 
 
 def _check_against_key(b: dict, vk: VerificationKey, chk: ReportCheck) -> None:
-    if b["verification_key"] != vk.fingerprint or b["owner_public_key"] != vk.owner_public_key:
+    if b["verification_key"] != vk.fingerprint or b["owner_public_key"] != vk.owner_public_key or b["owner"] != vk.owner_fingerprint:
         chk.problems.append("the report is about another verification key or signed by another owner")
         return
+    if (b["label_mode"], b["num_classes"], b["input_shape"], b["commitment"]) != \
+            (vk.label_mode, vk.num_classes, list(vk.input_shape), vk.commitment):
+        chk.problems.append("the report's label mode, classes, input shape or commitment scheme differ from the key's")
+        return
+    sel = b["selection"]
+    prescribed = list(range(vk.size)) if sel["kind"] == "all" else set_indices(vk, sel["set"])
+    indices = [el["index"] for el in b["elements"]]
+    if indices != prescribed:
+        what = "every element of the key, in order" if sel["kind"] == "all" else f"exactly set {sel['set']}, in order"
+        chk.problems.append(f"the report's elements are not {what}, each once: a report covers what the key prescribes")
+        return
     for el in b["elements"]:
-        i = el["index"]
         try:
             image = png_decode(el["image_png"], vk.input_shape)
             image_nonce, label_nonce = bytes.fromhex(el["image_nonce"]), bytes.fromhex(el["label_nonce"])
         except (TypeError, ValueError) as e:
-            chk.problems.append(f"element {i!r}: bad image or nonce ({e})")
+            chk.problems.append(f"element {el['index']!r}: bad image or nonce ({e})")
             return
-        problem = element_problem(vk, i, image, image_nonce, el["label"], label_nonce)
+        problem = element_problem(vk, el["index"], image, image_nonce, el["label"], label_nonce)
         if problem:
             chk.problems.append(problem)
-            if problem.startswith("element index"):
-                return
-    if "pverify" in b:
-        _check_pverify(b, vk, chk)
-    if not chk.problems:
-        chk.checked.append("openings")
+            return
+    chk.checked.append("openings of the prescribed elements")
 
 
-def _check_pverify(b: dict, vk: VerificationKey, chk: ReportCheck) -> None:
-    pv = b["pverify"]
-    unspent = [j for j in range(vk.num_sets) if j not in set(pv["spent_before"])]
+def _report_chain(b: dict, vk: VerificationKey | None, where: str) -> SpentChain:
+    log = b["selection"]["log"]
+    return SpentChain.checked(log["header"], log["entries"], where=where, vk=vk)
+
+
+def _check_selection(b: dict, vk: VerificationKey | None, earlier, verifier, chk: ReportCheck) -> None:
+    """A one-time report: the verifier's signed chain, its last entry this verification."""
+    sel = b["selection"]
     try:
-        chosen = select_set(vk.fingerprint, pv["head_before"], bytes.fromhex(pv["nonce"]), unspent)
+        chain = _report_chain(b, vk, "the report's spent log")
     except BackmarkError as e:
-        chk.problems.append(f"one-time verification record: {e}")
+        chk.problems.append(str(e))
         return
-    if chosen != pv["set"] or pv["num_sets"] != vk.num_sets:
-        chk.problems.append(f"set {pv['set']} is not the set the verifier's nonce selects (it selects {chosen})")
-    elif [el["index"] for el in b["elements"]] != set_indices(vk, chosen):
-        chk.problems.append(f"the opened elements are not exactly set {chosen}")
-    elif b["decision"]["alpha"] != set_alpha(pv["alpha_total"], vk.num_sets):
+    if not chain.entries:
+        chk.problems.append("the report's spent log has no entry for this verification")
+        return
+    entry = chain.entries[-1]
+    d = b["decision"]
+    if (entry["set"], entry["nonce"]) != (sel["set"], sel["nonce"]) or sel["num_sets"] != chain.num_sets:
+        chk.problems.append("the report's set or nonce is not the one the verifier's last log entry records")
+    elif (entry["result"]["matches"], entry["result"]["n"], entry["result"]["verdict"]) != (d["matches"], d["n"], b["verdict"]["kind"]):
+        chk.problems.append("the verifier's log entry records another result than the report")
+    elif b["alpha"] != set_alpha(sel["alpha_total"], chain.num_sets):
         chk.problems.append("the per-set alpha is not alpha / number of sets")
+    elif verifier is not None and verifier not in (chain.verifier_public_key, chain.verifier_fingerprint):
+        chk.problems.append(f"the spent log is signed by verifier {chain.verifier_fingerprint[:16]}..., not by the one given")
     else:
-        chk.checked.append("pverify selection")
+        chk.checked.append(f"one-time selection (verifier {chain.verifier_fingerprint[:16]})")
+    if earlier is not None:
+        before = load_report(earlier) if isinstance(earlier, (str, os.PathLike)) else earlier
+        try:
+            check_extends(chain, _report_chain(before["body"], vk, "the earlier report's spent log"))
+        except BackmarkError as e:
+            chk.problems.append(str(e))
+            return
+        chk.checked.append("extends the earlier report's spent log")
 
 
 def _check_model(b: dict, vk: VerificationKey | None, model, device, chk: ReportCheck) -> None:
@@ -325,12 +362,15 @@ def _check_model(b: dict, vk: VerificationKey | None, model, device, chk: Report
     from ..targets import as_target
 
     stated = b["model"].get("sha256")
-    info = describe_model(model)
+    info = describe(model)
     if stated is not None and info["sha256"] is not None:
         if info["sha256"] != stated:
             chk.problems.append(f"the model's SHA-256 {info['sha256'][:16]}... differs from the report's {stated[:16]}...")
             return
         chk.checked.append("model sha256")
+    if b["view"]["kind"] != "black-box":
+        chk.problems.append("a white-box report's answers come from a swapped-in head: check them with verify, not here")
+        return
     shape = vk.input_shape if vk is not None else tuple(b["input_shape"])
     images = np.stack([png_decode(el["image_png"], shape) for el in b["elements"]])
     preds = as_target(model, device=device).predict(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous())
@@ -344,9 +384,9 @@ def _check_model(b: dict, vk: VerificationKey | None, model, device, chk: Report
 
 __all__ = [
     "REPORT_FORMAT",
+    "REPORT_VERSION",
     "ReportCheck",
     "check_report",
-    "describe_model",
     "load_report",
     "make_report",
     "render_html",

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from torch import nn
 
-from .local import LocalTarget, Target, TorchTarget, load_target, read_export_metadata
+from .local import LocalTarget, Target, TorchTarget, describe, load_target, read_export_metadata
 
 
 def target_kind(spec: str | os.PathLike) -> str:
@@ -92,4 +92,4 @@ def as_target(obj, *, device="cpu") -> Target:
     raise TypeError(f"cannot query a {type(obj).__name__}: pass an nn.Module, a Target, a model file or a URL")
 
 
-__all__ = ["LocalTarget", "Target", "TorchTarget", "as_target", "load_target", "open_target", "read_export_metadata", "target_kind"]
+__all__ = ["LocalTarget", "Target", "TorchTarget", "as_target", "describe", "load_target", "open_target", "read_export_metadata", "target_kind"]

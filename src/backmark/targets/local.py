@@ -99,3 +99,22 @@ def read_export_metadata(raw: str | None, source: str) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != "backmark-export":
         raise InvalidFile(f"{source}: metadata of an unknown format")
     return meta
+
+
+def describe(model) -> dict:
+    """{"name", "sha256", "hashed"}: what names a model in reports and records.
+
+    A file: its SHA-256 ("file"); an in-process module: the SHA-256 of its weights
+    ("weights"); a remote or other target: its name only (no hash).
+    """
+    from pathlib import Path
+
+    from ..io.hashing import file_sha256
+    from ..models.checkpoint import weights_sha256
+
+    if isinstance(model, (str, os.PathLike)) and Path(model).is_file():
+        return {"name": str(model), "sha256": file_sha256(model), "hashed": "file"}
+    module = model if isinstance(model, nn.Module) else getattr(model, "model", None)
+    if isinstance(module, nn.Module):
+        return {"name": getattr(model, "name", None) or type(module).__name__, "sha256": weights_sha256(module), "hashed": "weights"}
+    return {"name": str(getattr(model, "name", model)), "sha256": None, "hashed": None}

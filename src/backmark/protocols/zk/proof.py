@@ -53,9 +53,9 @@ def _peak_rss_mb() -> float:
 def _load_module(model):
     from torch import nn
 
-    from ..report import describe_model
+    from ...targets import describe
 
-    info = describe_model(model)
+    info = describe(model)
     if isinstance(model, nn.Module):
         return model, info
     from ...models.checkpoint import load_model
