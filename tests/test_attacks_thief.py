@@ -110,7 +110,7 @@ def test_an_autoencoder_detector_flags_abstract_triggers_and_verification_goes_t
     det = row["detector"]
     assert det["test_flag_rate"] == pytest.approx(out.notes["test_flag_rate"])
     assert det["trigger_flag_rate"] > det["test_flag_rate"] + 0.25  # abstract images are easy to tell from clothes
-    assert not row["blackbox"]["verified"]  # answered at random: the abstract watermark is evaded
+    assert not row["blackbox"]["passed"] and row["blackbox"]["verdict"] == "not-verified"  # answered at random: evaded
     for detector in ("max-softmax", "energy"):
         o = run_attack("evasion", marked, fmnist_2k, {"detector": detector, "data_fraction": 0.5}, original=CFG, device="cpu")
         assert 0 <= o.notes["calibration_flag_rate"] < 0.5 and o.notes["threshold"] < float("inf")

@@ -87,7 +87,8 @@ def test_quick_run_end_to_end_and_resume(tmp_path):
     cell = next(c for c in doc["summary"]["attacks"] if c["label"] == "extract" and c["scheme"] == "abstract")
     matches = [r["watermark"]["matches"] for r in doc["attacks"] if r["label"] == "extract" and r["scheme"] == "abstract"]
     assert cell["matches"] == {"mean": statistics.fmean(matches), "min": min(matches), "max": max(matches), "n": 2}
-    assert cell["verified"] == sum(r["watermark"]["verified"] for r in doc["attacks"] if r["label"] == "extract" and r["scheme"] == "abstract")
+    assert cell["verified"] == sum(r["watermark"]["verdict"] == "ownership" for r in doc["attacks"]
+                                   if r["label"] == "extract" and r["scheme"] == "abstract")
     report = (out / "report.md").read_text()
     assert report == render_robustness(doc) and "QUICK MODE" in report and "heldout + margin" in report
     assert (out / "robustness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

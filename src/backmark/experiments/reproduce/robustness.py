@@ -109,6 +109,10 @@ def _keys(run: _Run, folder: Path, scheme: SchemeConfig, data: Dataset) -> tuple
     return mk, vk
 
 
+def _verdict(w: dict) -> str:
+    return "ownership verified" if w["verdict"] == "ownership" else f"not verified: {w['verdict']}"
+
+
 def _budget(run: _Run, spec, options: dict, seed: int):
     """The attack's budget: the attacker's seed is the run's seed + 1 (never the owner's); epochs capped."""
     if "seed" in spec.budget.__dataclass_fields__ and "seed" not in options:
@@ -207,8 +211,8 @@ def _marked_models(run: _Run, s: int, full: Dataset, train_size, test_size) -> _
             "seed": s, "scheme": sc.name, "source": sc.source, "config": vcfg.to_dict(), "test_acc": ev["test_acc"],
             "nowm_test_acc": sd.nowm_acc, "accuracy_cost": sd.nowm_acc - ev["test_acc"], "watermark": w, "seconds": secs,
             "nowm_seconds": s_nowm, "epochs": len(h)})
-        run.say(f"  {sc.name}: test {100 * ev['test_acc']:.2f}% (NO-WM {100 * sd.nowm_acc:.2f}%), {w['matches']}/{w['n']} matches, "
-                f"{secs:.0f} s (NO-WM {s_nowm:.0f} s)")
+        run.say(f"  {sc.name}: test {100 * ev['test_acc']:.2f}% (NO-WM {100 * sd.nowm_acc:.2f}%), {w['matches']}/{w['n']} matches "
+                f"({_verdict(w)}), {secs:.0f} s (NO-WM {s_nowm:.0f} s)")
         run.save()
     return sd
 
@@ -224,7 +228,7 @@ def _attack_row(run: _Run, a: RobustAttack, sd: _Seed, sc: SchemeConfig) -> None
         "test_acc_before": before, "test_acc": ev["test_acc"], "nowm_test_acc": sd.nowm_acc, "watermark": w,
         "detector": ev.get("detector"), "notes": outcome.notes, "seconds": outcome.seconds, "epochs": len(outcome.history)})
     run.say(f"  seed {sd.seed} {a.name:>24s} on {sc.name}: test {100 * ev['test_acc']:.2f}%, {w['matches']}/{w['n']} matches "
-            f"({'verified' if w['verified'] else 'not verified'}), {outcome.seconds:.0f} s")
+            f"({_verdict(w)}), {outcome.seconds:.0f} s")
     run.save()
 
 

@@ -10,6 +10,11 @@ def _stats(values: list[float]) -> dict:
     return {"mean": statistics.fmean(values), "min": min(values), "max": max(values), "n": len(values)} if values else None
 
 
+def _owned(row: dict) -> bool:
+    """The row's verification is ownership evidence (the black-box exact test passes at alpha: docs/claims.md)."""
+    return row["watermark"]["verdict"] == "ownership"
+
+
 def summarise(res: dict) -> dict:
     """Per scheme (the marked models) and per (attack, scheme): means and ranges over seeds."""
     schemes = list(dict.fromkeys(r["scheme"] for r in res["victims"]))
@@ -22,7 +27,7 @@ def summarise(res: dict) -> dict:
             "nowm_test_acc": _stats([r["nowm_test_acc"] for r in rows]),
             "accuracy_cost": _stats([r["accuracy_cost"] for r in rows]),
             "matches": _stats([r["watermark"]["matches"] for r in rows]),
-            "verified": sum(r["watermark"]["verified"] for r in rows),
+            "verified": sum(_owned(r) for r in rows),
             "seconds": _stats([r["seconds"] for r in rows]),
             "time_vs_nowm": _stats([r["seconds"] / r["nowm_seconds"] for r in rows if r["nowm_seconds"]]),
         }
@@ -37,7 +42,7 @@ def summarise(res: dict) -> dict:
                 "label": label, "attack": rows[0]["attack"], "scheme": name, "seeds": len(rows),
                 "matches": _stats([r["watermark"]["matches"] for r in rows]),
                 "n": rows[0]["watermark"]["n"], "threshold": rows[0]["watermark"]["threshold"],
-                "verified": sum(r["watermark"]["verified"] for r in rows),
+                "verified": sum(_owned(r) for r in rows),
                 "max_log2_p_value": max(r["watermark"]["log2_p_value"] for r in rows),
                 "test_acc": _stats([r["test_acc"] for r in rows]),
                 "cost_vs_nowm": _stats([r["nowm_test_acc"] - r["test_acc"] for r in rows]),
@@ -77,7 +82,8 @@ def render_robustness(res: dict) -> str:
         + (f"; config `{res['config_path']}`" if res.get("config_path") else ""),
         "",
         "Values are the mean over seeds, [min, max] when they differ. Matches: trigger labels the model answers, of n, "
-        "black-box; ✓k/N: verified at alpha in k of N seeds; largest p: the weakest seed's p-value.",
+        "black-box; ✓k/N: OWNERSHIP VERIFIED (the exact test passes at alpha) in k of N seeds; largest p: the weakest "
+        "seed's p-value.",
         "",
         "## The marked models",
         "",
