@@ -170,7 +170,7 @@ def run_robustness(
         for s in seeds:
             if a.seeds is None or s in a.seeds:
                 for sc in cfg.schemes:
-                    if a.schemes is None or sc.name in a.schemes:
+                    if (a.schemes is None or sc.name in a.schemes) and sc.on(s):
                         _attack_row(run, a, seed(s), sc)
         write_robustness_outputs(run.results, out)
     for s in seeds:  # the marked models of a seed no attack asked for are in the table too
@@ -185,9 +185,10 @@ def _marked_models(run: _Run, s: int, full: Dataset, train_size, test_size) -> _
     cfg = run.cfg
     data = full.subset(train_size, seed=s, test_size=test_size) if (train_size or test_size) else full
     sd = _Seed(s, run.out / f"seed-{s}", data, {})
-    sd.keys = {sc.name: _keys(run, sd.folder, sc, data) for sc in cfg.schemes}
+    schemes = [sc for sc in cfg.schemes if sc.on(s)]  # a scheme may name fewer seeds
+    sd.keys = {sc.name: _keys(run, sd.folder, sc, data) for sc in schemes}
     dropped = 0
-    for sc in cfg.schemes:  # every model of the seed trains on the same images, none of them a heldout trigger
+    for sc in schemes:  # every model of the seed trains on the same images, none of them a heldout trigger
         data, n = exclude_triggers(data, sd.keys[sc.name][0].images)
         dropped += n
     sd.data = data

@@ -25,6 +25,10 @@ class SchemeConfig:
     name: str
     source: str = "abstract"  # "abstract" (procedural images) or "heldout" (images of the training split)
     train: dict = field(default_factory=dict)  # TrainConfig options over the run's: hardening, margin_*, trigger_k
+    seeds: tuple[int, ...] | None = None  # the seeds it is trained on [all the run's]: fewer where CPU time is short
+
+    def on(self, seed: int) -> bool:
+        return self.seeds is None or seed in self.seeds
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,8 @@ def parse_robustness(doc: dict, *, where: str = "config") -> RobustnessConfig:
         if s.source not in SOURCES:
             raise InvalidConfig(f"{where}.schemes[{i}].source must be one of {', '.join(SOURCES)}, not {s.source!r}")
         train_config(base, s.train, f"{where}.schemes[{i}].train")
+        if s.seeds is not None and (not s.seeds or not set(s.seeds) <= set(cfg.seeds)):
+            raise InvalidConfig(f"{where}.schemes[{i}].seeds must be some of the run's seeds {list(cfg.seeds)}")
     labels = [a.name for a in cfg.attacks]
     if len(set(labels)) != len(labels):
         raise InvalidConfig(f"{where}: attack labels must be unique, got {labels}")
