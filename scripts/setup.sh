@@ -4,10 +4,16 @@
 # Safe to rerun. GPU users: install the torch build you want first, then `pip install -e .`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+# Debian packages: the data set; headless Chromium (the report page's screenshot test) and
+# poppler-utils (pdftoppm: experiments/report_pictures.sh renders a report PDF's first page).
+NEED=""
+[ -d /usr/share/datasets/fashion-mnist ] || NEED="$NEED dataset-fashion-mnist"
+command -v chromium >/dev/null || NEED="$NEED chromium"
+command -v pdftoppm >/dev/null || NEED="$NEED poppler-utils"
+if [ -n "$NEED" ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq dataset-fashion-mnist
+  $SUDO apt-get install -y -qq $NEED
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check "torch==2.13.0"

@@ -1,5 +1,9 @@
 import hashlib
 import os
+import subprocess
+import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -84,3 +88,29 @@ def marked_fmnist(tmp_path_factory, fmnist_2k, small_keys):
     path = tmp_path_factory.mktemp("marked") / "wm.safetensors"
     model, _ = train_file(data=fmnist_2k, model_name="fmnist-cnn", cfg=TrainConfig(**MARK_CFG), out=path, keys=small_keys, device="cpu")
     return model, path
+
+
+@contextmanager
+def serving(*args, cwd=None, timeout: float = 60):
+    """``backmark serve ARGS`` in a subprocess, as a user runs it: yields (its first stdout line, the process).
+
+    On exit it is stopped with SIGINT (uvicorn shuts down gracefully); the rest of its
+    stdout is then ``proc.rest``, its exit code ``proc.returncode``.
+    """
+    proc = subprocess.Popen([sys.executable, "-m", "backmark", "serve", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=cwd)
+    try:
+        line = []
+        reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(timeout=timeout)  # bounded: a server that never says it is ready fails the test
+        assert line and line[0].strip(), (line, proc.poll())
+        yield line[0], proc
+    finally:
+        proc.send_signal(2)
+        try:
+            proc.rest, _ = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate(timeout=5)
+            raise

@@ -78,9 +78,9 @@ def test_key_for_another_shape_is_refused(flow, tmp_path):
 
 @pytest.mark.slow
 def test_info_and_lists(flow):
-    code, out, _ = run("info", flow / "keys" / "verification-key.json")
+    code, out, _ = run("info", flow / "keys" / "verification-key.json", "--json")
     assert code == 0 and json.loads(out)["set_size"] == 40
-    code, out, _ = run("info", flow / "wm.safetensors")
+    code, out, _ = run("info", flow / "wm.safetensors", "--json")
     assert code == 0 and json.loads(out)["watermark"]["mode"] == "FROMSCRATCH"
     assert "fmnist-cnn" in run("models")[1] and "fashion-mnist" in run("datasets")[1]
 
@@ -89,3 +89,102 @@ def test_help_everywhere():
     for cmd in ([], ["keygen"], ["train"], ["embed"], ["verify"], ["demo"], ["info"]):
         code, out, _ = run(*cmd, "--help")
         assert code == 0 and "Usage:" in out
+
+
+# -- info on every file type, --json everywhere, file modes --------------------------------------
+
+@pytest.fixture(scope="module")
+def every_file(tmp_path_factory):
+    """One file of every kind backmark writes or reads, made through the library and the CLI."""
+    import stat
+
+    import torch
+    from safetensors.torch import save_file
+
+    from backmark.models import create_model
+    from backmark.models.checkpoint import save_model
+    from backmark.models.heads import save_output_layer
+    from backmark.protocols.pverify import SpentLog
+    from backmark.targets.audit import AuditLog
+    from backmark.targets.export import export_model
+    from backmark.training.state import save_state
+
+    from .user_models import TinyNet
+
+    d = tmp_path_factory.mktemp("every")
+    code, _, err = run("keygen", "--dataset", "fashion-mnist", "--out", d / "keys", "--size", "20", "--sets", "2")
+    assert code == 0, err
+    model = create_model("fmnist-cnn", num_classes=10, input_shape=(1, 28, 28), seed=0)
+    meta = {"model": "fmnist-cnn", "num_classes": 10, "input_shape": [1, 28, 28], "dataset": "fashion-mnist"}
+    save_model(d / "model.safetensors", model, meta)
+    save_output_layer(d / "fc.safetensors", model)
+    user = TinyNet()
+    torch.save(user.state_dict(), d / "plain.pt")
+    save_file(dict(user.state_dict()), d / "plain.safetensors")
+    export_model(model, input_shape=(1, 28, 28), num_classes=10, onnx=d / "model.onnx", torchscript=d / "model.pt")
+    mk, vk = [d / "keys" / f for f in ("marking-key.json", "verification-key.json")]
+    code, out, err = run("verify", "--model", d / "model.safetensors", "--marking-key", mk, "--verification-key", vk,
+                         "--report", d / "report")
+    assert code == 1, err  # an untrained model: NOT VERIFIED, and the report says so
+    assert f"wrote {d / 'report.json'}, {d / 'report.html'}" in out
+    code, _, err = run("public-claim", "--marking-key", mk, "--verification-key", vk, "--out", d / "claim.json",
+                       "--model", d / "model.safetensors", "--alpha", "0.01", "--allow-weak-alpha")
+    assert code == 0, err
+    from backmark.core.keygen import VerificationKey
+    from backmark.crypto import OwnerKey
+
+    SpentLog.new(d / "spent.jsonl", VerificationKey.load(vk), OwnerKey.generate().public_hex).save()
+    AuditLog(d / "audit.jsonl", target="http://127.0.0.1:9/v2/models/m").append("query", images=3, batch_size=3, target="x")
+    save_state(d / "m.safetensors.state",
+               {"epoch": 1, "model": model.state_dict(), "optimizer": {}, "history": [], "config": {}, "run": {}})
+    (d / "junk.bin").write_bytes(b"\x07" * 64)
+    raw = bytearray((d / "model.safetensors").read_bytes())
+    raw[-100] ^= 0x10
+    (d / "flipped.safetensors").write_bytes(bytes(raw))
+    assert stat.S_IMODE((d / "model.safetensors").stat().st_mode) != 0o600  # not the temporary file's mode
+    return d
+
+
+KINDS = {
+    "keys/verification-key.json": "verification-key", "keys/marking-key.json": "marking-key (SECRET)",
+    "keys/owner-key.pem": "owner-key",
+    "model.safetensors": "checkpoint", "fc.safetensors": "output-layer", "plain.pt": "plain-state-dict",
+    "plain.safetensors": "plain-safetensors", "model.pt": "torchscript", "model.onnx": "onnx",
+    "report.json": "verification-report",
+    "report.html": "verification-report", "report.pdf": "report-pdf", "claim.json": "public-claim", "spent.jsonl": "spent-log", "audit.jsonl": "audit-log",
+    "m.safetensors.state": "training-state",
+}
+
+
+def test_info_describes_and_checks_every_file_type(every_file):
+    d = every_file
+    for name, kind in KINDS.items():
+        code, out, err = run("info", d / name)
+        assert code == 0 and out.startswith(f"{d / name}: {kind}"), (name, out, err)
+        code, out, err = run("info", d / name, "--json")
+        assert code == 0 and json.loads(out)["kind"] == kind, (name, err)
+    doc = json.loads(run("info", d / "keys" / "owner-key.pem", "--json")[1])
+    assert len(doc["fingerprint"]) == 64 and doc["mode"] == "0o600"
+    pem = (d / "keys" / "owner-key.pem").read_text().splitlines()[1]
+    assert pem not in run("info", d / "keys" / "owner-key.pem")[1]  # the secret itself is never shown
+    for name, why in (("flipped.safetensors", "do not match their hash"), ("junk.bin", "not a file backmark writes or reads"),
+                      ("missing.json", "no such file")):
+        code, out, err = run("info", d / name)
+        assert code == 2 and why in err and len(err.strip().splitlines()) == 1 and not out, (name, err)
+
+
+def test_public_files_are_0644_and_secrets_0600(every_file):
+    import stat
+
+    d = every_file
+    modes = {name: stat.S_IMODE((d / name).stat().st_mode) for name in
+             ("keys/marking-key.json", "keys/owner-key.pem", "keys/verification-key.json", "report.json", "report.html",
+              "report.pdf", "claim.json", "model.onnx", "model.pt", "spent.jsonl")}
+    assert modes == {**{n: 0o644 for n in modes}, "keys/marking-key.json": 0o600, "keys/owner-key.pem": 0o600}
+
+
+def test_json_on_the_listing_commands():
+    code, out, _ = run("models", "--json")
+    assert code == 0 and "fmnist-cnn" in [m["name"] for m in json.loads(out)["models"]]
+    code, out, _ = run("datasets", "--json")
+    assert code == 0 and "fashion-mnist" in [ds["name"] for ds in json.loads(out)["datasets"]]

@@ -39,7 +39,8 @@ def test_fromscratch_verifies_and_clean_model_is_rejected(trained, keys):
     assert clean.decision.p_value > 1e-6  # the clean model behaves like chance on the triggers
     # The checkpoint records how it was made.
     _, meta = load_model(d / "wm.safetensors")
-    assert meta["watermark"] == {"mode": "FROMSCRATCH", "verification_key": vk.fingerprint, "k": 16}
+    assert meta["watermark"] == {"mode": "FROMSCRATCH", "verification_key": vk.fingerprint, "k": 16, "trigger_acc": 1.0,
+                                 "needed": res.decision.threshold / 50, "held": True}  # the final trigger accuracy beside the need
     assert meta["config"]["trigger_k"] == 16 and len(meta["history"]) == 2
 
 

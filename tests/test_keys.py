@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backmark.core.keygen import MarkingKey, VerificationKey, derive_labels, keygen, load_pair, open_elements
-from backmark.errors import BackmarkError, InvalidFile, KeyMismatch, OutputExists, TamperedKey
+from backmark.errors import BackmarkError, InvalidFile, InvalidKey, KeyMismatch, OutputExists, TamperedKey
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +127,63 @@ def test_wrong_kind_and_version(saved, tmp_path):
         VerificationKey.load(tmp_path / "v.json")
     with pytest.raises(InvalidFile, match="no such file"):
         VerificationKey.load(tmp_path / "missing.json")
+
+
+# -- validation is total: a malformed key in memory raises InvalidKey / TamperedKey, nothing else ----------
+
+@settings(max_examples=150, deadline=None)
+@given(rng=st.randoms(use_true_random=False))
+def test_any_verification_key_body_in_memory_is_refused_or_the_same(small_keys, rng):
+    # json.loads (not backmark's reader) keeps what a caller could pass: NaN, huge integers, wrong types.
+    from backmark.crypto import canonical_json
+
+    from .mutations import mutate
+
+    _, vk = small_keys
+    written = json.dumps(vk.to_document(), indent=2, sort_keys=True).encode() + b"\n"
+    data, what = mutate(written, rng, style="pretty", family="json")
+    try:
+        doc = json.loads(data)
+        body, signature = doc["body"], doc["signature"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return  # not a document with a body at all: nothing to build a key from
+    try:
+        built = VerificationKey(body=body, signature=signature)
+    except InvalidKey:
+        return
+    assert canonical_json(built.body) == canonical_json(vk.body) and built.signature == vk.signature, what
+
+
+@pytest.mark.parametrize("field, value, needle", [
+    ("master_seed", b"short", "32 bytes"),
+    ("images", np.zeros((2, 3), np.uint8), "uint8 array"),
+    ("images", np.zeros((30, 28, 28, 1), np.float32), "uint8 array"),
+    ("labels", [0] * 30, "as a tuple"),
+    ("labels", (0,) * 29, "one label per image"),
+    ("labels", (True,) + (0,) * 29, r"labels\[0\]: expected an integer"),
+    ("labels", (-1,) + (0,) * 29, r"labels\[0\]"),
+    ("verification_key_fingerprint", "AB" * 32, "verification_key_fingerprint"),
+    ("source", {"path": float("nan")}, "source.path"),
+    ("source", ["abstract"], "source: expected an object"),
+])
+def test_marking_key_fields_are_checked_when_built(small_keys, field, value, needle):
+    import dataclasses
+
+    mk, _ = small_keys
+    with pytest.raises(InvalidKey, match=needle):
+        dataclasses.replace(mk, **{field: value})
+
+
+def test_label_outside_the_task_is_a_key_mismatch(owner_key):
+    labels = [i % 10 for i in range(6)]
+    mk, vk = keygen(input_shape=(1, 8, 8), num_classes=10, owner_key=owner_key, set_size=6, labels=labels)
+    bad = MarkingKey(mk.master_seed, mk.images, (12,) + mk.labels[1:], mk.verification_key_fingerprint)
+    with pytest.raises(KeyMismatch, match=r"label 0 of the marking key \(12\) is not a class"):
+        open_elements(bad, vk)
+
+
+def test_keygen_refuses_what_the_file_could_not_hold(owner_key):
+    with pytest.raises(InvalidKey, match="statement.owner"):
+        keygen(input_shape=(1, 8, 8), num_classes=10, owner_key=owner_key, set_size=2, owner="x" * 5000)
+    with pytest.raises(InvalidKey, match="statement.created"):
+        keygen(input_shape=(1, 8, 8), num_classes=10, owner_key=owner_key, set_size=2, created="yesterday")

@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"data", "models"},
     {"training", "targets"},
     {"core"},
-    {"attacks"},
+    {"attacks", "integrations"},
     {"protocols"},
     {"experiments"},
     {"cli"},

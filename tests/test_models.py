@@ -59,3 +59,111 @@ def test_cifar_fast_is_cheaper_than_cifar_small():
     fast = conv_macs(create_model("cifar-fast", num_classes=10, input_shape=(3, 32, 32)))
     small = conv_macs(create_model("cifar-small", num_classes=10, input_shape=(3, 32, 32)))
     assert small / fast > 4
+
+
+# -- checkpoint content hashes and plain weights files ------------------------------------------
+
+def _saved(tmp_path):
+    from backmark.models.checkpoint import save_model
+
+    model = create_model("fmnist-cnn", num_classes=10, input_shape=(1, 28, 28), seed=0)
+    path = tmp_path / "m.safetensors"
+    save_model(path, model, {"model": "fmnist-cnn", "num_classes": 10, "input_shape": [1, 28, 28], "mean": [0.5], "std": [0.5],
+                             "dataset": "fashion-mnist"})
+    return model, path
+
+
+def test_a_flipped_byte_anywhere_is_refused(tmp_path):
+    from backmark.errors import InvalidFile
+    from backmark.models.checkpoint import load_model, load_weights, read_checkpoint
+
+    model, path = _saved(tmp_path)
+    raw = path.read_bytes()
+    header = int.from_bytes(raw[:8], "little")
+    weights = bytearray(raw)
+    weights[8 + header + 1000] ^= 0x01  # one bit of one weight
+    meta = bytearray(raw.replace(b'\\"dataset\\": \\"fashion-mnist\\"', b'\\"dataset\\": \\"fashion-mnisT\\"'))
+    assert bytes(meta) != raw
+    fresh = lambda p: load_weights(create_model("fmnist-cnn", num_classes=10, input_shape=(1, 28, 28)), p)  # noqa: E731
+    cases = (("w.safetensors", weights, "weights do not match"), ("h.safetensors", meta, "metadata does not match"))
+    for name, data, why in cases:
+        bad = tmp_path / name
+        bad.write_bytes(bytes(data))
+        for load in (read_checkpoint, load_model, fresh):
+            with pytest.raises(InvalidFile, match=why):
+                load(bad)
+    loaded, meta_doc = load_model(path)  # the intact file loads
+    assert meta_doc["version"] == 2 and torch.equal(loaded.fc.weight, model.fc.weight)
+
+
+def test_checkpoints_from_before_hashes_are_refused_with_the_way_out(tmp_path):
+    import json
+
+    from safetensors.torch import save
+
+    from backmark.errors import InvalidFile
+    from backmark.models.checkpoint import read_checkpoint
+
+    m = create_model("fmnist-cnn", num_classes=10, input_shape=(1, 28, 28))
+    doc = {"format": "backmark-model", "version": 1, "model": "fmnist-cnn", "num_classes": 10, "input_shape": [1, 28, 28]}
+    (tmp_path / "old.safetensors").write_bytes(save(dict(m.state_dict()), metadata={"backmark": json.dumps(doc)}))
+    with pytest.raises(InvalidFile, match="before content hashes.*save_model"):
+        read_checkpoint(tmp_path / "old.safetensors")
+
+
+def test_tensors_sha256_names_the_weights_whatever_the_file():
+    from backmark.models.weights import tensors_sha256
+
+    state = {"a.weight": torch.arange(6, dtype=torch.float32).view(2, 3), "n": torch.tensor(3)}
+    ref = tensors_sha256(state)
+    assert ref == tensors_sha256(dict(reversed(list(state.items()))))  # order of the dict does not matter
+    for changed in ({**state, "n": torch.tensor(4)}, {**state, "a.weight": state["a.weight"].double()},
+                    {**state, "a.weight": state["a.weight"].view(3, 2)}, {"b.weight": state["a.weight"], "n": state["n"]}):
+        assert tensors_sha256(changed) != ref  # value, dtype, shape and name all count
+
+
+def test_plain_state_dicts_load_into_a_users_module(tmp_path):
+    from safetensors.torch import save_file
+
+    from backmark.errors import InvalidFile
+    from backmark.models.checkpoint import load_model, load_weights
+
+    from .user_models import TinyNet
+
+    torch.manual_seed(0)
+    src = TinyNet()
+    torch.save(src.state_dict(), tmp_path / "m.pt")
+    save_file(dict(src.state_dict()), tmp_path / "m.safetensors")
+    for name in ("m.pt", "m.safetensors"):
+        dst = TinyNet()
+        assert load_weights(dst, tmp_path / name) == {}
+        assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values()))
+        with pytest.raises(InvalidFile, match="--model-factory"):
+            load_model(tmp_path / name)  # no architecture recorded: say how to give one
+    torch.save({"epoch": 3, "model": src.state_dict()}, tmp_path / "ckpt.pt")
+    torch.save({"module." + k: v for k, v in src.state_dict().items()}, tmp_path / "dp.pt")
+    torch.save(src, tmp_path / "whole.pt")  # a pickled module: never unpickled
+    cases = (("ckpt.pt", "not a state dict of tensors"), ("dp.pt", "saved from a DataParallel"), ("whole.pt", "weights_only"))
+    for name, why in cases:
+        with pytest.raises(InvalidFile, match=why):
+            load_weights(TinyNet(), tmp_path / name)
+
+
+def test_factories_are_imported_called_and_checked(tmp_path, monkeypatch):
+    from backmark.errors import InvalidConfig
+    from backmark.models import build_model
+
+    assert type(build_model("tests.user_models:make_tiny")).__name__ == "TinyNet"
+    a, b = build_model("tests.user_models:TinyNet", seed=3), build_model("tests.user_models:TinyNet", seed=3)
+    assert torch.equal(a.head[1].weight, b.head[1].weight)  # the seed fixes the initial weights
+    (tmp_path / "mynets.py").write_text("import torch\ndef net():\n    return torch.nn.Linear(784, 10)\n"
+                                        "def broken():\n    raise RuntimeError('no GPU here')\n")
+    (tmp_path / "badimport.py").write_text("import no_such_package_anywhere\n")
+    monkeypatch.chdir(tmp_path)  # a module in the current folder, as `backmark` is run next to it
+    assert isinstance(build_model("mynets:net"), torch.nn.Linear)
+    for spec, why in (("mynets", "MODULE:CALLABLE"), ("nomodule_here:f", "no module 'nomodule_here'"),
+                      ("mynets:nope", "has no 'nope'"), ("mynets:broken", "calling it failed: RuntimeError: no GPU here"),
+                      ("badimport:f", "importing badimport failed"),
+                      ("tests.user_models:not_a_module", "returned a int, not a torch.nn.Module")):
+        with pytest.raises(InvalidConfig, match=why):
+            build_model(spec)

@@ -15,6 +15,7 @@ from backmark.core.stats import binomial_tail
 from backmark.core.triggers import abstract_images, generator_seed, render_abstract
 from backmark.crypto import OwnerKey, canonical_json
 from backmark.errors import BackmarkError, InvalidConfig
+from backmark.io.documents import dumps_json
 from backmark.protocols.public import (
     challenge,
     check_public_claim,
@@ -179,9 +180,13 @@ def test_cli_public_claim_and_check(tmp_path, owner):
     assert res.exit_code == 1 and "not this one" in res.stdout  # a claim made for one model, shown for another
     doc = json.loads((tmp_path / "claim.json").read_text())
     doc["body"]["elements"][3]["image_seed"] = "00" * 32
-    (tmp_path / "bad.json").write_text(json.dumps(doc))
+    (tmp_path / "bad.json").write_bytes(dumps_json(doc))  # written as backmark writes: the file is read, the claim refused
     res = r.invoke(main, ["check-claim", str(tmp_path / "bad.json"), "--verification-key", str(tmp_path / "verification-key.json")])
     assert res.exit_code == 1 and "CLAIM INVALID" in res.stdout
+    (tmp_path / "bad.json").write_text(json.dumps(doc))  # another spelling of the JSON: not a claim file at all
+    res = r.invoke(main, ["check-claim", str(tmp_path / "bad.json"), "--verification-key",
+                          str(tmp_path / "verification-key.json")])
+    assert res.exit_code == 2 and "canonical form" in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
 def test_generator_seed_reveals_one_image(honest):

@@ -9,9 +9,6 @@ import hashlib
 import io
 import json
 import re
-import subprocess
-import sys
-import threading
 import time
 
 import numpy as np
@@ -30,6 +27,8 @@ from backmark.targets.audit import read_audit_log
 from backmark.targets.client import HttpClient, RemoteOptions
 from backmark.targets.http import JsonEndpoint, JsonTarget, V2Target, open_remote
 from backmark.targets.serve import BackgroundServer, V2App
+
+from .conftest import serving
 
 pytestmark = pytest.mark.timeout(60)
 QUICK = {"timeout": 5.0, "backoff": 0.0}  # retries without waiting, in tests
@@ -475,30 +474,14 @@ def test_cli_fault_is_one_line_exit_2(world, faulty, fault):
 
 def test_serve_command_in_a_subprocess(world):
     d = world["dir"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "backmark", "serve", "--model", str(d / "wm.safetensors"), "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        line = []
-        reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(timeout=40)
-        assert line and "serving wm (1x28x28, 10 classes) at http://127.0.0.1:" in line[0], (line, proc.poll())
-        url = re.search(r"(http://\S+)", line[0]).group(1)
+    with serving("--model", d / "wm.safetensors", "--port", "0") as (line, proc):
+        assert "serving wm (1x28x28, 10 classes) at http://127.0.0.1:" in line, (line, proc.poll())
+        url = re.search(r"(http://\S+)", line).group(1)
         r = CliRunner().invoke(main, [str(x) for x in [
             "verify", "--target", url, "--marking-key", d / "mk.json", "--verification-key", d / "vk.json", "--json"]])
         assert r.exit_code == 0, r.stderr
         assert json.loads(r.stdout)["matches"] == verify(world["models"]["wm"], world["mk"], world["vk"]).decision.matches
-    finally:
-        proc.send_signal(2)  # SIGINT: uvicorn shuts down gracefully
-        try:
-            out, _ = proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate(timeout=5)
-            raise
-    assert proc.returncode == 0 and "stopped after" in out
+    assert proc.returncode == 0 and "stopped after" in proc.rest
 
 
 def test_v2_url_forms():

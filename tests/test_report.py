@@ -14,7 +14,7 @@ from backmark.errors import InvalidFile, KeyMismatch, TamperedRecord, WeakAlpha
 from backmark.models import create_model
 from backmark.models.checkpoint import save_model
 from backmark.protocols.pverify import SpentLog, pverify
-from backmark.protocols.report import check_report, load_report, make_report, write_report
+from backmark.protocols.report import check_report, load_report, make_report, render_html, write_report
 from backmark.targets import describe
 
 from .conftest import KeyTarget
@@ -45,8 +45,8 @@ def test_report_round_trip_json_and_html(setup, tmp_path):
     _d, owner, mk, vk = setup
     result = verify(KeyTarget(mk), mk, vk)
     doc = make_report(result, mk, vk, owner, model_info={"name": "key-target", "sha256": None, "hashed": None}, seconds=0.5)
-    j, h = write_report(doc, tmp_path / "evidence" / "report")
-    assert (j.name, h.name) == ("report.json", "report.html")
+    j, h, p = write_report(doc, tmp_path / "evidence" / "report")
+    assert (j.name, h.name, p.name) == ("report.json", "report.html", "report.pdf")
     page = h.read_text()
     assert page.count("data:image/png;base64,") == 50 and "http://" not in page and "https://" not in page
     assert "OWNERSHIP VERIFIED" in page and vk.fingerprint in page
@@ -64,7 +64,7 @@ def test_edits_are_caught(setup, tmp_path):
     d, owner, mk, vk = setup
     result = verify(d / "m.safetensors", mk, vk)
     doc = make_report(result, mk, vk, owner, model_info=describe(d / "m.safetensors"))
-    j, h = write_report(doc, tmp_path / "r")
+    j, h, _ = write_report(doc, tmp_path / "r")
     assert check_report(j, vk=vk, model=d / "m.safetensors").ok
     # any edit without a new signature
     for edit in ("verdict", "prediction", "signature"):
@@ -105,7 +105,7 @@ def test_edits_are_caught(setup, tmp_path):
 def test_two_readings_of_one_file_are_refused(setup, tmp_path):
     """A duplicate key: one JSON reader keeps the first value, another the last. Never accepted."""
     _d, owner, mk, vk = setup
-    j, _ = write_report(make_report(verify(KeyTarget(mk, answer_labels=False), mk, vk), mk, vk, owner), tmp_path / "r")
+    j, _, _ = write_report(make_report(verify(KeyTarget(mk, answer_labels=False), mk, vk), mk, vk, owner), tmp_path / "r")
     text = j.read_text()
     doubled = text.replace('"body": {', '"body": {\n    "verdict": {"kind": "ownership", "text": "OWNERSHIP VERIFIED", "claims_ownership": true},', 1)
     (tmp_path / "two.json").write_text(doubled)
@@ -158,7 +158,7 @@ def test_every_field_is_escaped_in_the_page(setup, tmp_path):
     _d, owner, mk, vk = setup
     evil = "<script>alert(1)</script><!--"
     doc = make_report(verify(KeyTarget(mk), mk, vk), mk, vk, owner, model_info={"name": evil, "sha256": None, "hashed": None})
-    j, h = write_report(doc, tmp_path / "r")
+    j, h, _ = write_report(doc, tmp_path / "r")
     page = h.read_text()
     assert "<script>alert" not in page and "<!--" not in page and page.count("</script>") == 1  # only the record's own
     assert load_report(h)["body"]["model"]["name"] == evil and check_report(h, vk=vk).ok
@@ -224,3 +224,25 @@ def test_cli_verify_report_and_check_report(setup, tmp_path):
     assert res.exit_code == 2 and "expected a backmark-verification-report" in res.stderr
     res = r.invoke(main, [str(a) for a in args[:-2]] + ["--alpha", "0.5"])
     assert res.exit_code == 2 and "floor" in res.stderr
+
+
+def test_the_report_names_the_parties_and_classes_as_signed(setup, tmp_path):
+    d, owner, mk, vk = setup
+    named = keygen(input_shape=SHAPE, num_classes=10, owner_key=owner, set_size=10, owner="Example Vision Ltd")
+    result = verify(KeyTarget(named[0]), *named)
+    classes = [f"class {i}" for i in range(10)]
+    doc = make_report(result, *named, owner, verifier_name="Independent Lab", classes=classes)
+    assert doc["body"]["parties"] == {"owner": "Example Vision Ltd", "verifier": "Independent Lab"}
+    assert check_report(doc, vk=named[1]).ok and "Example Vision Ltd" in render_html(doc) and "class 3" in render_html(doc)
+    forged = json.loads(json.dumps(doc))
+    forged["body"]["parties"]["owner"] = "Someone Else"
+    assert "another owner" in check_report(signed(forged, owner), vk=named[1]).problems[0]
+    with pytest.raises(ValueError, match="10 classes"):
+        make_report(result, *named, owner, classes=["a", "b"])
+    # a backmark checkpoint records its class names: the report carries them
+    from backmark.models.checkpoint import save_model as save
+    from backmark.protocols.report import _class_names
+
+    save(tmp_path / "c.safetensors", create_model("fmnist-cnn", num_classes=10, input_shape=SHAPE),
+         {"model": "fmnist-cnn", "num_classes": 10, "input_shape": list(SHAPE), "classes": classes})
+    assert _class_names(tmp_path / "c.safetensors", vk) == classes and _class_names(d / "m.safetensors", vk) is None

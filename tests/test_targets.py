@@ -1,4 +1,5 @@
 """Targets in files (checkpoint, ONNX, TorchScript), export, the audit log and the client's policy."""
+import hashlib
 import json
 import zipfile
 
@@ -153,12 +154,19 @@ def test_target_kind_and_as_target(files):
 
 # -- the audit log ------------------------------------------------------------------------
 
+def _exchange(body: bytes) -> dict:
+    """The fields of one failed HTTP attempt, as the client records them."""
+    req = {"method": "POST", "url": "http://127.0.0.1:1/v2/models/m/infer", "sha256": hashlib.sha256(body).hexdigest(),
+           "bytes": len(body), "images": 1}
+    return {"attempt": 1, "request": req, "response": None, "elapsed_us": 10, "outcome": "error", "error": "cannot connect"}
+
+
 def test_audit_log_chain(tmp_path):
     clock = iter(range(1_700_000_000, 1_700_000_100)).__next__
     log = AuditLog(tmp_path / "a.jsonl", target="http://127.0.0.1:1/v2/models/m", clock=clock)
-    h1 = log.append("exchange", request={"sha256": "ab"}, response=None)
+    h1 = log.append("exchange", **_exchange(b"ab"))
     log2 = AuditLog(tmp_path / "a.jsonl", target="http://127.0.0.1:1/v2/models/m", clock=clock)  # reopen: continue
-    log2.append("exchange", request={"sha256": "cd"}, response=None)
+    log2.append("exchange", **_exchange(b"cd"))
     recs = read_audit_log(tmp_path / "a.jsonl")
     assert [r["seq"] for r in recs] == [0, 1, 2, 3] and [r["kind"] for r in recs] == ["open", "exchange", "resume", "exchange"]
     assert recs[0]["prev"] == GENESIS and recs[1]["hash"] == h1 and recs[2]["prev"] == h1
@@ -168,7 +176,7 @@ def test_audit_log_chain(tmp_path):
     bad = {
         "reordered": [lines[0], lines[2], lines[1], lines[3]],
         "truncated-middle": [lines[0], lines[1], lines[3]],
-        "edited": [lines[0], lines[1].replace('"ab"', '"ff"'), *lines[2:]],
+        "edited": [lines[0], lines[1].replace('"elapsed_us":10', '"elapsed_us":11'), *lines[2:]],
         "torn": [*lines[:3], lines[3][:20]],
         "not-a-log": [json.dumps({"seq": 0})],
     }
@@ -188,3 +196,103 @@ def test_retry_after_and_redaction():
     assert parse_retry_after("soon", now=0) is None and parse_retry_after(None, now=0) is None
     assert redact("https://user:pw@api.example:8443/v1/predict?key=SECRET") == "https://api.example:8443/v1/predict?..."
     assert snippet(b"<html>\n  <body>\n" + b"x" * 200) .startswith("<html> <body> xxx") and len(snippet(b"y" * 500)) == 83
+
+
+# -- in-process modules: outputs, normalisation, wrappers, devices ------------------------------
+
+def _images(n=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 1, 28, 28), generator=g, dtype=torch.uint8)
+
+
+def test_tuple_dict_and_logits_outputs_are_read_as_scores():
+    from .user_models import DictNet, LogitsNet, StringNet, TinyNet, TupleNet
+
+    torch.manual_seed(0)
+    ref = TinyNet().eval()
+    x = _images()
+    expected = ref(x.float() / 255)
+    for cls in (TupleNet, DictNet, LogitsNet):
+        m = cls()
+        m.load_state_dict(ref.state_dict())
+        assert torch.allclose(TorchTarget(m).scores(x), expected), cls.__name__
+    for bad, why in ((StringNet(), "returns a str"), (torch.nn.Identity(), "shape")):
+        with pytest.raises(IncompatibleModel, match=why) as e:
+            TorchTarget(bad, name="bad").scores(x)
+        assert "\n" not in str(e.value)
+
+    class TwoTensors(TinyNet):
+        def forward(self, x):
+            return {"a": self.head(self.conv(x)), "b": self.head(self.conv(x))}
+
+    with pytest.raises(IncompatibleModel, match="'logits' entry or exactly one tensor"):
+        TorchTarget(TwoTensors()).scores(x)
+
+
+def test_dataparallel_in_train_mode_is_queried_in_eval_and_every_mode_put_back(small_keys):
+    from .user_models import TinyNet
+
+    mk, vk = small_keys
+    torch.manual_seed(0)
+    inner = TinyNet()
+    wrapped = torch.nn.DataParallel(inner).train()
+    inner.conv[1].eval()  # a frozen BatchNorm: it must stay frozen after the queries
+    seen = []
+    inner.conv.register_forward_hook(lambda mod, args, out: seen.append((inner.training, inner.conv[5].training)))
+    stats = inner.conv[1].running_mean.clone()
+    before = {n: m.training for n, m in inner.named_modules()}
+    res = verify(wrapped, mk, vk)
+    assert res.decision.n == vk.size and seen and all(s == (False, False) for s in seen)  # queried in eval mode
+    assert {n: m.training for n, m in inner.named_modules()} == before  # each submodule's own mode back
+    assert torch.equal(inner.conv[1].running_mean, stats) and torch.equal(inner.conv[5].running_mean, torch.zeros(32))
+
+
+def test_device_is_honoured_for_modules_and_a_module_elsewhere_is_named():
+    from .user_models import TinyNet
+
+    m = TinyNet()
+    assert TorchTarget(m).device == torch.device("cpu") and TorchTarget(m, device="cpu").device == torch.device("cpu")
+    with pytest.raises(IncompatibleModel, match=r"lives on cpu but the queries were asked to run on cuda.*device='cpu'"):
+        TorchTarget(m, device="cuda")
+    with pytest.raises(IncompatibleModel, match="lives on cpu"):
+        as_target(m, device="cuda")
+
+
+def _normalised_model(mk, labels, mean, std, steps=60):
+    """A user's TinyNet that learnt the trigger labels on NORMALISED images (as torchvision pipelines feed it)."""
+    from backmark.core.mark import TriggerMixer
+
+    from .user_models import TinyNet
+
+    x = TriggerMixer(torch.from_numpy(mk.images).permute(0, 3, 1, 2), torch.tensor(labels), mean=mean, std=std).inputs
+    threads = torch.get_num_threads()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        torch.set_num_threads(1)
+        model = TinyNet()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        for _ in range(steps):
+            loss = torch.nn.functional.cross_entropy(model(x), torch.tensor(labels))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        torch.set_num_threads(threads)
+    return model.eval()
+
+
+FMNIST_MEAN, FMNIST_STD = (0.2860,), (0.3530,)
+
+
+def test_a_normalised_model_verifies_through_mean_and_std(small_keys):
+    mk, vk = small_keys
+    model = _normalised_model(mk, open_elements(mk, vk), FMNIST_MEAN, FMNIST_STD)
+    plain = verify(model, mk, vk)
+    assert not plain.verified  # fed [0, 1] triggers, the model answers other labels
+    res = verify(model, mk, vk, mean=FMNIST_MEAN, std=FMNIST_STD)
+    assert res.verified and res.extra["input_normalization"] == {"mean": [0.286], "std": [0.353]}
+    assert verify(TorchTarget(model, mean=FMNIST_MEAN, std=FMNIST_STD), mk, vk).decision.matches == res.decision.matches
+    builtin = create_model("fmnist-cnn", num_classes=10, input_shape=(1, 28, 28))
+    with pytest.raises(IncompatibleModel, match="starts with a backmark Normalize"):
+        verify(builtin, mk, vk, mean=FMNIST_MEAN, std=FMNIST_STD)  # it would normalise twice
+    with pytest.raises(IncompatibleModel, match="mean and std go together"):
+        verify(model, mk, vk, mean=FMNIST_MEAN)

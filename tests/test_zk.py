@@ -11,9 +11,10 @@ pytestmark = pytest.mark.slow  # a circuit, a test-grade SRS and three proofs: a
 from backmark.core.keygen import keygen
 from backmark.crypto import OwnerKey
 from backmark.errors import TooLargeForZK
+from backmark.io.documents import dumps_json
 from backmark.protocols.public import check_public_claim, public_claim
-from backmark.targets import describe
 from backmark.protocols.zk import build_circuit, poseidon_commitment, poseidon_commitments, prove_elements, verify_proofs
+from backmark.targets import describe
 
 SHAPE = (1, 6, 6)
 
@@ -107,7 +108,7 @@ def test_cli_zk_verify_and_check_claim(setup, tmp_path):
 
     d, _mk, vk, _model, claim, _manifest, _unopened = setup
     vk.save(tmp_path / "vk.json")
-    (tmp_path / "claim.json").write_text(json.dumps(claim))
+    (tmp_path / "claim.json").write_bytes(dumps_json(claim))  # as backmark writes it: claim files are canonical
     r = CliRunner()
     res = r.invoke(main, ["zk-verify", str(d / "proofs"), "--verification-key", str(tmp_path / "vk.json")])
     assert res.exit_code == 0 and "2 proofs valid, 0 rejected" in res.stdout and "TEST-GRADE" in res.stdout

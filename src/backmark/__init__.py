@@ -20,6 +20,7 @@ from .core.keygen import MarkingKey, VerificationKey, keygen, load_pair, open_el
 from .core.mark import MarginHardening, TriggerMixer, mark_from_scratch, mark_pretrained
 from .core.verify import VerificationResult, verify
 from .crypto import OwnerKey
+from .models import Normalize, open_model
 from .targets import open_target
 from .training import TrainConfig, train
 from .version import __version__
@@ -27,6 +28,7 @@ from .version import __version__
 __all__ = [
     "MarginHardening",
     "MarkingKey",
+    "Normalize",
     "OwnerKey",
     "TrainConfig",
     "TriggerMixer",
@@ -38,6 +40,7 @@ __all__ = [
     "mark_from_scratch",
     "mark_pretrained",
     "open_elements",
+    "open_model",
     "open_target",
     "train",
     "verify",

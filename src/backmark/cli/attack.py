@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .app import main
-from .common import emit, handle_errors, load_keys, parse_alpha
+from .common import emit, factory_option, handle_errors, load_keys, normalization, normalization_options, parse_alpha
 
 # CLI option -> budget field; an option the chosen attack's budget lacks is refused.
 BUDGET_OPTIONS = {
@@ -63,7 +63,10 @@ def _parse_classes(value: str | None):
 
 @main.command()
 @click.argument("name", metavar="NAME")
-@click.option("--model", "model_path", type=click.Path(dir_okay=False), required=True, help="The (stolen) model checkpoint to attack.")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), required=True,
+              help="The (stolen) model checkpoint to attack (with --model-factory: any weights file).")
+@factory_option
+@normalization_options
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Where to write the attacked model (.safetensors).")
 @click.option("--dataset", default=None, help="Attacker's data [the model's dataset; transfer: the new task, required].")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Where the dataset's files are.")
@@ -80,7 +83,8 @@ def _parse_classes(value: str | None):
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
-def attack(name, model_path, out, dataset, data_dir, train_size, test_size, classes, keep_output_layer, marking_key, verification_key,
+def attack(name, model_path, model_factory, mean, std, out, dataset, data_dir, train_size, test_size, classes, keep_output_layer,
+           marking_key, verification_key,
            alpha, device, force, quiet, as_json, **budget_opts):
     """Attack a watermarked model: NAME is ftll, ftal, rtll, rtal, transfer, prune, fine-prune,
     distill, adv-finetune, input-transform, purify or evasion (docs/attacks.md gives each budget).
@@ -93,9 +97,10 @@ def attack(name, model_path, out, dataset, data_dir, train_size, test_size, clas
     from ..attacks import attacked_meta, evaluate_model, get_attack, run_attack, save_attacked, save_output_layer, select_classes
     from ..attacks.base import victim_config
     from ..data import load_dataset
+    from ..experiments.workflow import data_meta
     from ..io.files import check_writable
     from ..io.hashing import file_sha256
-    from ..models.checkpoint import load_model
+    from ..models import open_model
     from ..training import TrainConfig, accuracy
     from .progress import RichReporter
 
@@ -114,14 +119,19 @@ def attack(name, model_path, out, dataset, data_dir, train_size, test_size, clas
     if keep_output_layer:
         check_writable(keep_output_layer, force=force)
     keys = load_keys(marking_key, verification_key) if marking_key else None
-    victim, meta = load_model(model_path)
+    mean, std = normalization(mean, std)
+    victim, meta = open_model(model_path, factory=model_factory, mean=mean, std=std)
     if spec.data == "transfer" and dataset is None:
         raise click.UsageError("transfer needs --dataset: the new task")
     if classes is not None and spec.data != "transfer":
         raise click.UsageError("--classes goes with transfer")
+    if dataset is None and not meta.get("dataset"):
+        raise click.UsageError(f"{model_path} records no dataset (a plain weights file): give --dataset")
     data = load_dataset(dataset or meta["dataset"], data_dir, train_size=train_size, test_size=test_size, seed=budget.to_dict().get("seed", 0))
     if classes is not None:
         data = select_classes(data, _parse_classes(classes))
+    if not meta:  # a plain weights file: what the attacked checkpoint records of its model comes from here
+        meta = {**data_meta(data), "model": None, "model_factory": model_factory}
     if keep_output_layer:
         save_output_layer(keep_output_layer, victim, {"model_sha256": file_sha256(model_path)}, force=force)
     original = victim_config(meta, model_path)

@@ -3,23 +3,43 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
+import traceback
 from pathlib import Path
 
 import click
 
 from ..errors import BackmarkError
 
+# Exit codes (README.md): 0 verified / OK, 1 not verified / rejected, 2 a user's mistake or a
+# malformed file (one line), 3 a bug in backmark (one line; BACKMARK_DEBUG=1 shows the traceback).
 EXIT_ERROR = 2
+EXIT_INTERNAL = 3
+DEBUG_ENV = "BACKMARK_DEBUG"
+
+
+def _one_line(text, limit: int = 500) -> str:
+    line = " ".join(part.strip() for part in str(text).splitlines())  # a file name or a message may hold a newline
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {_one_line(message, 2000)}", err=True)
     sys.exit(EXIT_ERROR)
 
 
+def _internal(e: Exception) -> None:
+    # Never exit 1 (NOT VERIFIED) or 2 (the user's mistake) for what is a bug: 3, one line.
+    if os.environ.get(DEBUG_ENV) == "1":
+        traceback.print_exc()
+    click.echo(f"internal error: {type(e).__name__}: {_one_line(e)} (a bug in backmark; "
+               f"{DEBUG_ENV}=1 shows the traceback)", err=True)
+    sys.exit(EXIT_INTERNAL)
+
+
 def handle_errors(fn):
-    """Turn backmark's errors (and a few OS ones) into exit 2 with one line."""
+    """Turn backmark's errors (and OS ones) into exit 2 with one line, anything else into exit 3."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -29,9 +49,15 @@ def handle_errors(fn):
             _fail(str(e))
         except PermissionError as e:
             _fail(f"permission denied: {e.filename}")
+        except OSError as e:  # the machine, not backmark: a full disk, a vanished folder
+            _fail(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""))
         except KeyboardInterrupt:
             click.echo("interrupted; rerun with --resume to continue from the last finished epoch", err=True)
             sys.exit(130)
+        except (click.ClickException, click.exceptions.Abort, click.exceptions.Exit):
+            raise  # click's own: usage errors (exit 2 with their usage line), --help, aborts
+        except Exception as e:
+            _internal(e)
 
     return wrapper
 
@@ -68,11 +94,52 @@ def parse_shape(value: str | None):
     return (c, h, w)
 
 
+def parse_floats(value: str | None, name: str):
+    """'0.5,0.5,0.5' -> (0.5, 0.5, 0.5); None stays None."""
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give comma-separated numbers", param_hint=name) from None
+
+
 def emit(as_json: bool, doc: dict, text: str) -> None:
     click.echo(json.dumps(doc, indent=2, sort_keys=True) if as_json else text)
 
 
 # -- shared options ---------------------------------------------------------------
+
+FACTORY_HELP = ("Your own architecture: MODULE:CALLABLE returning a torch.nn.Module (MODULE from PYTHONPATH or the "
+                "current folder; importing it runs its code). Its weights: a checkpoint, plain safetensors or "
+                "torch.save state dict.")
+MEAN_HELP = "Per-channel mean your model's forward expects the inputs normalised with, e.g. 0.4914,0.4822,0.4465 (with --std)."
+STD_HELP = "Per-channel std of that normalisation (with --mean)."
+
+
+def factory_option(fn):
+    return click.option("--model-factory", default=None, metavar="MODULE:CALLABLE", help=FACTORY_HELP)(fn)
+
+
+def normalization_options(fn):
+    """--mean/--std for a user's model whose forward expects normalised inputs."""
+    fn = click.option("--std", default=None, metavar="S[,S...]", help=STD_HELP)(fn)
+    fn = click.option("--mean", default=None, metavar="M[,M...]", help=MEAN_HELP)(fn)
+    return fn
+
+
+def normalization(mean: str | None, std: str | None) -> tuple:
+    if (mean is None) != (std is None):
+        raise click.UsageError("--mean and --std go together")
+    return parse_floats(mean, "--mean"), parse_floats(std, "--std")
+
+
+def warn_weak_watermark(warning: str | None) -> None:
+    """After train/embed: the weak-watermark line on stderr, and exit 1 (the checkpoint is written)."""
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
+        sys.exit(1)
+
 
 def data_options(fn):
     fn = click.option("--test-size", type=click.IntRange(1), default=None, help="Use a fixed random subset of N test images.")(fn)

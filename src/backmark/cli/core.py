@@ -12,15 +12,19 @@ from .app import main
 from .common import (
     data_options,
     emit,
+    factory_option,
     handle_errors,
     history_text,
     load_data,
     load_keys,
     load_owner_key,
+    normalization,
+    normalization_options,
     parse_alpha,
     parse_shape,
     train_config,
     train_options,
+    warn_weak_watermark,
 )
 from .remote import open_cli_target, target_options
 
@@ -119,17 +123,27 @@ def keygen(dataset, input_shape, num_classes, out_dir, set_size, num_sets, sourc
 @main.command()
 @data_options
 @click.option("--model", "model_name", default=None, help="Model name [recipe default]; `backmark models` lists them.")
+@factory_option
+@normalization_options
 @click.option("--watermark", "marking_key", type=click.Path(dir_okay=False), default=None, help="Marking key: train FROMSCRATCH with its triggers (no key: NO-WM).")
 @click.option("--verification-key", type=click.Path(dir_okay=False), default=None, help="Its verification key [next to the marking key].")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Output checkpoint (.safetensors).")
 @train_options
 @handle_errors
-def train(dataset, data_dir, train_size, test_size, model_name, marking_key, verification_key, out, as_json, quiet, **o):
-    """Train a model from scratch, with a watermark (FROMSCRATCH) or without (NO-WM)."""
-    from ..experiments.workflow import train_file
+def train(dataset, data_dir, train_size, test_size, model_name, model_factory, mean, std, marking_key, verification_key, out,
+          as_json, quiet, **o):
+    """Train a model from scratch, with a watermark (FROMSCRATCH) or without (NO-WM).
+
+    Exit 0 when done; 1 when the watermark did not take (trigger accuracy below what
+    verification needs: the checkpoint is written, a warning says what to change); 2 on error.
+    """
+    from ..experiments.workflow import train_file, weak_watermark_warning
     from ..training.recipes import recipe_for
     from .progress import RichReporter
 
+    if model_factory and model_name:
+        raise click.UsageError("give --model NAME or --model-factory MODULE:CALLABLE, not both")
+    mean, std = normalization(mean, std)
     o.update(dataset=dataset, data_dir=data_dir, train_size=train_size, test_size=test_size)
     recipe = recipe_for(dataset)
     cfg = train_config(recipe.train, o)
@@ -138,14 +152,21 @@ def train(dataset, data_dir, train_size, test_size, model_name, marking_key, ver
     if keys is None and cfg.hardening != "none":
         raise click.UsageError("--hardening margin hardens a watermark: give --watermark")
     _, history = train_file(
-        data=data, model_name=model_name or recipe.model, cfg=cfg, out=out, keys=keys, force=o["force"],
-        resume=o["resume"], device=o["device"], reporter=RichReporter("train", enabled=not quiet), say=_say(quiet or as_json),
+        data=data, model_name=None if model_factory else model_name or recipe.model, cfg=cfg, out=out, keys=keys,
+        force=o["force"], resume=o["resume"], device=o["device"], reporter=RichReporter("train", enabled=not quiet),
+        factory=model_factory, mean=mean, std=std, say=_say(quiet or as_json),
     )
-    emit(as_json, {"out": out, "history": [h.as_dict() for h in history]}, f"wrote {out}: {history_text(history)}")
+    warning = weak_watermark_warning(history, keys and keys[1], cfg=cfg, mode="train", out=out)
+    doc = {"out": out, "history": [h.as_dict() for h in history], "warning": warning}
+    emit(as_json, doc, f"wrote {out}: {history_text(history)}")
+    warn_weak_watermark(warning)
 
 
 @main.command()
-@click.option("--model", "model_path", type=click.Path(dir_okay=False), required=True, help="Trained checkpoint to watermark.")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), required=True,
+              help="Trained checkpoint to watermark (with --model-factory: any weights file).")
+@factory_option
+@normalization_options
 @data_options
 @click.option("--watermark", "marking_key", type=click.Path(dir_okay=False), required=True, help="Marking key whose triggers to embed.")
 @click.option("--verification-key", type=click.Path(dir_okay=False), default=None, help="Its verification key [next to the marking key].")
@@ -155,25 +176,37 @@ def train(dataset, data_dir, train_size, test_size, model_name, marking_key, ver
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Output checkpoint (.safetensors).")
 @train_options
 @handle_errors
-def embed(model_path, dataset, data_dir, train_size, test_size, marking_key, verification_key, until, hold, out, as_json, quiet, **o):
-    """Embed a watermark into a trained model by fine-tuning (PRETRAINED)."""
-    from ..experiments.workflow import embed_file
+def embed(model_path, model_factory, mean, std, dataset, data_dir, train_size, test_size, marking_key, verification_key, until,
+          hold, out, as_json, quiet, **o):
+    """Embed a watermark into a trained model by fine-tuning (PRETRAINED).
+
+    Exit 0 when done; 1 when the watermark did not take (the epoch cap or --until stopped it
+    below what verification needs: the checkpoint is written, a warning says what to change).
+    """
+    from ..experiments.workflow import embed_file, weak_watermark_warning
     from ..training.recipes import recipe_for
     from .progress import RichReporter
 
+    mean, std = normalization(mean, std)
     o.update(dataset=dataset, data_dir=data_dir, train_size=train_size, test_size=test_size)
     cfg = train_config(recipe_for(dataset).embed, o)
     keys = load_keys(marking_key, verification_key)
     data = load_data(o)
     _, history = embed_file(
         data=data, model_path=model_path, cfg=cfg, out=out, keys=keys, until=until, hold=hold, force=o["force"],
-        resume=o["resume"], device=o["device"], reporter=RichReporter("embed", enabled=not quiet), say=_say(quiet or as_json),
+        resume=o["resume"], device=o["device"], reporter=RichReporter("embed", enabled=not quiet),
+        factory=model_factory, mean=mean, std=std, say=_say(quiet or as_json),
     )
-    emit(as_json, {"out": out, "history": [h.as_dict() for h in history]}, f"wrote {out}: {history_text(history)}")
+    warning = weak_watermark_warning(history, keys[1], cfg=cfg, mode="embed", until=until, out=out)
+    doc = {"out": out, "history": [h.as_dict() for h in history], "warning": warning}
+    emit(as_json, doc, f"wrote {out}: {history_text(history)}")
+    warn_weak_watermark(warning)
 
 
 @main.command()
-@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None, help="Suspect model checkpoint (or --target).")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
+              help="Suspect model checkpoint (or --target; with --model-factory: any weights file).")
+@factory_option
 @click.option("--marking-key", type=click.Path(dir_okay=False), required=True, help="The secret marking key (opened here).")
 @click.option("--verification-key", type=click.Path(dir_okay=False), required=True, help="The public verification key.")
 @click.option("--alpha", default="2^-64", show_default=True, help="Significance level: the false-claim probability allowed (at most 2^-64 unless --allow-weak-alpha).")
@@ -184,12 +217,13 @@ def embed(model_path, dataset, data_dir, train_size, test_size, marking_key, ver
 @click.option("--output-layer", type=click.Path(dir_okay=False), default=None, help="Swap in the owner's kept output layer first (the paper's RTLL/RTAL/transfer check): a white-box view, needs --release.")
 @click.option("--suspect-seen-at", default=None, metavar="TIME", help="With --output-layer: when you first saw the suspect (UTC, e.g. 2026-06-01T00:00:00Z).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
-@click.option("--report", type=click.Path(dir_okay=False), default=None, metavar="PATH", help="Write a report signed by the owner key (owner-key.pem next to the marking key): PATH.json and PATH.html.")
+@click.option("--report", type=click.Path(dir_okay=False), default=None, metavar="PATH", help="Write a report signed by the owner key (owner-key.pem next to the marking key): PATH.json, PATH.html and PATH.pdf.")
+@click.option("--verifier-name", default=None, help="Who verifies, named in the report (the owner's name is the key's).")
 @click.option("--force", is_flag=True, help="Overwrite an existing report.")
 @target_options
 @handle_errors
-def verify(model_path, marking_key, verification_key, alpha, allow_weak_alpha, reference_models, device, output_layer, suspect_seen_at,
-           as_json, report, force, **remote):
+def verify(model_path, model_factory, marking_key, verification_key, alpha, allow_weak_alpha, reference_models, device, output_layer,
+           suspect_seen_at, as_json, report, verifier_name, force, **remote):
     """Verify ownership of a model. Exit 0: OWNERSHIP VERIFIED (or another verdict that is
     ownership evidence, docs/claims.md); 1: not verified, or not evidence; 2: bad input."""
     from ..core.keygen import MarkingKey, VerificationKey
@@ -217,21 +251,31 @@ def verify(model_path, marking_key, verification_key, alpha, allow_weak_alpha, r
     mk = MarkingKey.load(marking_key)
     owner = load_owner_key(None, marking_key) if report else None
     refs = _model_files(reference_models) if reference_models else None
-    target = open_cli_target(model_path, vk=vk, device=device, **remote)
+    target, mean, std = open_cli_target(model_path, vk=vk, device=device, model_factory=model_factory, **remote)
     started = time.perf_counter()
     result = _verify(target, mk, vk, alpha=alpha, device=device, allow_weak_alpha=allow_weak_alpha, reference_models=refs,
-                     suspect_seen_at=suspect_seen_at)
+                     suspect_seen_at=suspect_seen_at, mean=mean, std=std)
     doc = {"model": model_path or remote["target"], **result.as_dict()}
     text = f"{result.summary()}\nkey {vk.fingerprint[:16]}, owner {vk.owner_fingerprint[:16]}"
     if report:
         from ..protocols.report import report_verification
 
         paths = report_verification(report, result, mk, vk, owner, model=model_path or remote["target"],
-                                    seconds=time.perf_counter() - started, force=force)
+                                    seconds=time.perf_counter() - started, force=force, verifier_name=verifier_name)
         doc["report"] = [str(p) for p in paths]
-        text += f"\nwrote {paths[0]}, {paths[1]}"
+        text += f"\nwrote {paths[0]}, {paths[1]}, {paths[2]} (the PDF is for people; check-report reads the JSON or HTML)"
+    if not result.passed and mean is None and _may_expect_normalised(target):
+        text += "\nhint: if this model expects normalised inputs, pass --mean/--std"
     emit(as_json, doc, text)
     sys.exit(0 if result.verified else 1)
+
+
+def _may_expect_normalised(target) -> bool:
+    """A user's module (built by --model-factory) that does not start with a backmark Normalize."""
+    from ..models import AdaptedModel
+    from ..models.adapt import starts_with_normalize
+
+    return isinstance(target, AdaptedModel) and not starts_with_normalize(target)
 
 
 def _model_files(folder: str) -> list[str]:
@@ -264,47 +308,51 @@ def demo(out_dir, data_dir, train_size, epochs, force, quiet, as_json):
 
 
 @main.command()
-def models():
-    """List the registered models."""
-    from ..models import list_models
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def models(as_json):
+    """List the registered models (a model of your own: --model-factory MODULE:CALLABLE)."""
+    from ..models import list_models, registered_models
 
-    for name, desc in list_models().items():
-        click.echo(f"{name:16s} {desc}")
+    specs = registered_models()
+    doc = {"models": [{"name": m.name, "description": m.description, "input_shape": list(m.input_shape),
+                       "num_classes": m.num_classes} for m in specs]}
+    emit(as_json, doc, "\n".join(f"{name:16s} {desc}" for name, desc in list_models().items()))
 
 
 @main.command()
-def datasets():
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def datasets(as_json):
     """List the datasets backmark can load, with their default folders."""
     from ..data import DATASETS, resolve_data_dir
 
+    rows, lines = [], []
     for name, info in DATASETS.items():
         found = resolve_data_dir(name)
         where = str(found) if found is not None else ("(no files)" if name == "mnist-5k" else "(needs --data-dir or $BACKMARK_DATA)")
-        click.echo(f"{name:14s} {info.description}  [{where}]")
+        rows.append({"name": name, "description": info.description, "folder": None if found is None else str(found)})
+        lines.append(f"{name:14s} {info.description}  [{where}]")
+    emit(as_json, {"datasets": rows}, "\n".join(lines))
 
 
 @main.command()
 @click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
 @handle_errors
-def info(path):
-    """Describe (and check) a key or checkpoint file."""
-    from ..core.keygen import MK_FORMAT, VK_FORMAT, MarkingKey, VerificationKey
-    from ..models.checkpoint import read_checkpoint
+def info(path, as_json):
+    """Describe and check any file backmark writes or reads: keys, checkpoints, state dicts,
+    exports, reports, claims, spent and audit logs, owner keys (fingerprint only). Exit 2 if
+    the file fails its check or is of no known kind."""
+    from ..experiments.describe import describe_file
 
-    try:
-        kind = json.loads(Path(path).read_bytes()).get("format")
-    except (OSError, ValueError, AttributeError):
-        kind = None
-    if kind == VK_FORMAT:
-        vk = VerificationKey.load(path)
-        body = {k: v for k, v in vk.body.items() if not k.endswith("commitments")}
-        doc = {"verification_key": vk.fingerprint, "owner": vk.owner_fingerprint, "elements": vk.size, **body}
-    elif kind == MK_FORMAT:
-        mk = MarkingKey.load(path)
-        doc = {"marking_key_for": mk.verification_key_fingerprint, "elements": mk.size, "input_shape": mk.input_shape, "source": mk.source}
-    else:
-        meta, state = read_checkpoint(path)
-        doc = {**{k: v for k, v in meta.items() if k != "history"}, "tensors": len(state)}
-    click.echo(json.dumps(doc, indent=2))
+    doc = describe_file(path)
+    emit(as_json, doc, _info_text(doc))
 
 
+def _info_text(doc: dict) -> str:
+    lines = [f"{doc['file']}: {doc['kind']}" + (f" (checked: {', '.join(doc['checked'])})" if doc.get("checked") else "")]
+    for k, v in doc.items():
+        if k in ("file", "kind", "checked"):
+            continue
+        text = json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else str(v)
+        lines.append(f"  {k}: {text if len(text) <= 200 else text[:197] + '...'}")
+    return "\n".join(lines)

@@ -36,14 +36,15 @@ def _keys(fn):
 @click.option("--set", "set_index", type=click.IntRange(0), default=None, help="Refuse unless the nonce selects this set (as announced by the verifier).")
 @click.option("--alpha", default="2^-64", show_default=True, help="False-claim probability allowed, split over the key's sets (at most 2^-64 unless --allow-weak-alpha).")
 @click.option("--allow-weak-alpha", is_flag=True, help="Test at an alpha above the floor anyway: never ownership evidence.")
-@click.option("--report", type=click.Path(dir_okay=False), default=None, metavar="PATH", help="Write a signed report: PATH.json and PATH.html.")
+@click.option("--report", type=click.Path(dir_okay=False), default=None, metavar="PATH", help="Write a signed report: PATH.json, PATH.html and PATH.pdf.")
 @click.option("--owner-key", type=click.Path(dir_okay=False), default=None, help="Owner key signing the report [owner-key.pem next to the marking key].")
+@click.option("--verifier-name", default=None, help="Who verifies, named in the report.")
 @click.option("--device", default="cpu", show_default=True, help="Where to run the model.")
 @click.option("--force", is_flag=True, help="Overwrite an existing report.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
 def pverify(model_path, marking_key, verification_key, nonce, verifier_key, spent_log, set_index, alpha, allow_weak_alpha, report,
-            owner_key, device, force, as_json):
+            owner_key, verifier_name, device, force, as_json):
     """One-time verification: open the set the verifier's nonce selects, and record it, signed by
     the verifier, as spent in the verifier's log."""
     from ..core.keygen import MarkingKey, VerificationKey
@@ -71,10 +72,10 @@ def pverify(model_path, marking_key, verification_key, nonce, verifier_key, spen
     doc = {"model": model_path, "spent_log": log, **res.as_dict()}
     text = res.summary()
     if report:
-        paths = report_verification(report, res.verification, mk, vk, owner, model=model_path,
+        paths = report_verification(report, res.verification, mk, vk, owner, model=model_path, verifier_name=verifier_name,
                                     seconds=time.perf_counter() - started, selection=res.selection(), force=force)
         doc["report"] = [str(p) for p in paths]
-        text += f"\nwrote {paths[0]}, {paths[1]}"
+        text += f"\nwrote {paths[0]}, {paths[1]}, {paths[2]} (the PDF is for people; check-report reads the JSON or HTML)"
     emit(as_json, doc, text)
     sys.exit(0 if res.verified else 1)
 

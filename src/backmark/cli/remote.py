@@ -1,12 +1,13 @@
 """Commands for models that live elsewhere: serve, export; and the --target options of verify."""
 from __future__ import annotations
 
+import json
 import sys
 
 import click
 
 from .app import main
-from .common import emit, handle_errors
+from .common import emit, factory_option, handle_errors, normalization, normalization_options, parse_floats
 
 _REMOTE = ("protocol", "batch_size", "budget", "timeout", "retries", "backoff", "rate_limit", "audit_log", "headers")
 _ENDPOINT = ("request", "encoding", "layout", "resize", "mean", "std", "response", "output", "label_key", "class_names")
@@ -29,8 +30,9 @@ def target_options(fn):
         click.option("--encoding", type=click.Choice(["png", "png-uri", "list", "float"]), default=None, help="[json] Image encoding: base64 PNG, data URI, uint8 lists, or float lists [png]."),
         click.option("--layout", type=click.Choice(["hwc", "chw"]), default=None, help="[json] Pixel order for list/float [hwc]."),
         click.option("--resize", default=None, metavar="HxW", help="[json] Resize images before sending."),
-        click.option("--mean", default=None, help="[json] Per-channel mean for the float encoding, e.g. 0.5,0.5,0.5."),
-        click.option("--std", default=None, help="[json] Per-channel std for the float encoding."),
+        click.option("--mean", default=None, help="Per-channel mean the model expects its inputs normalised with, e.g. "
+                     "0.5,0.5,0.5: for a model run in process (--model), or a [json] endpoint's float encoding."),
+        click.option("--std", default=None, help="Per-channel std of that normalisation (with --mean)."),
         click.option("--response", default=None, help="[json] Dotted path to the answers in the reply, e.g. predictions or outputs.0 [predictions]."),
         click.option("--output", type=click.Choice(["labels", "topk", "scores"]), default=None, help="[json] What each answer is [labels]."),
         click.option("--label-key", default=None, help="[json] Field holding the label when answers are objects [label]."),
@@ -41,13 +43,18 @@ def target_options(fn):
     return fn
 
 
-def _floats(value: str | None, name: str):
-    if value is None:
-        return None
-    try:
-        return tuple(float(v) for v in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: give comma-separated numbers", param_hint=name) from None
+def open_local(path, *, factory, device, mean, std) -> tuple:
+    """(model, mean, std) for a model file run in this process: the path itself (a built-in
+    checkpoint, TorchScript, ONNX) or the module --model-factory builds, with the normalisation
+    to apply: --mean/--std, or what the checkpoint records."""
+    mean, std = normalization(mean, std)
+    if factory is None:
+        return path, mean, std
+    from ..models import AdaptedModel, open_model
+
+    model = open_model(path, factory=factory, device=device, mean=mean, std=std)[0]
+    norm = model.normalization or {}
+    return AdaptedModel(model.inner, name=str(path)), norm.get("mean"), norm.get("std")
 
 
 def _size(value: str | None):
@@ -72,23 +79,25 @@ def _headers(values) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def open_cli_target(model_path, *, vk, device, target, **o):
-    """What verify queries: the --model path as given, or the target --target names."""
-    given = [k for k in _REMOTE + _ENDPOINT if o.get(k) not in (None, ())]
+def open_cli_target(model_path, *, vk, device, target, model_factory=None, **o) -> tuple:
+    """(what verify queries, mean, std): the --model path as given or the module --model-factory
+    builds (see :func:`open_local`), or the remote target --target names (mean/std None)."""
+    in_process = ("mean", "std")  # also the normalisation of an in-process model
+    given = [k for k in _REMOTE + _ENDPOINT if o.get(k) not in (None, ()) and k not in in_process]
     if (model_path is None) == (target is None):
         raise click.UsageError("give the suspect model with --model CHECKPOINT or --target URL-OR-FILE (one of them)")
-    if model_path is not None:
-        if given:
-            raise click.UsageError(f"--{given[0].replace('_', '-')} applies to an http(s) --target")
-        return model_path
     from ..targets import open_target, target_kind
+
+    path = model_path if model_path is not None else target
+    if model_path is not None or target_kind(target) != "http":
+        if given:
+            raise click.UsageError(f"--{given[0].replace('_', '-')} applies to an http(s) --target, not to a model file")
+        return open_local(path, factory=model_factory, device=device, mean=o.get("mean"), std=o.get("std"))
+    if model_factory:
+        raise click.UsageError("--model-factory builds a model run in this process; an http(s) --target runs where it is")
     from ..targets.client import RemoteOptions
     from ..targets.http import JsonEndpoint
 
-    if target_kind(target) != "http":
-        if given:
-            raise click.UsageError(f"--{given[0].replace('_', '-')} applies to an http(s) --target, not to a model file")
-        return open_target(target, device=device)
     try:
         remote = RemoteOptions(
             **{k: o[k] for k in ("batch_size", "budget", "timeout", "retries", "backoff", "rate_limit", "audit_log") if o[k] is not None},
@@ -99,35 +108,42 @@ def open_cli_target(model_path, *, vk, device, target, **o):
             resize = _size(o["resize"])
             endpoint = JsonEndpoint(
                 **{k: o[k] for k in ("request", "encoding", "layout", "response", "output", "label_key") if o[k] is not None},
-                resize=resize, mean=_floats(o["mean"], "--mean"), std=_floats(o["std"], "--std"),
+                resize=resize, mean=parse_floats(o["mean"], "--mean"), std=parse_floats(o["std"], "--std"),
                 class_names=tuple(n.strip() for n in o["class_names"].split(",")) if o["class_names"] else None,
             )
-        return open_target(target, remote=remote, endpoint=endpoint, protocol=o["protocol"] or "auto", num_classes=vk.num_classes)
+        remote_target = open_target(target, remote=remote, endpoint=endpoint, protocol=o["protocol"] or "auto",
+                                    num_classes=vk.num_classes)
+        return remote_target, None, None
     except ValueError as e:
         raise click.UsageError(str(e)) from None
 
 
 @main.command()
-@click.option("--model", "model_path", type=click.Path(dir_okay=False), required=True, help="Model to serve: a checkpoint, TorchScript .pt or .onnx file.")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), required=True,
+              help="Model to serve: a checkpoint, TorchScript .pt or .onnx file (with --model-factory: any weights file).")
+@factory_option
+@normalization_options
 @click.option("--name", default=None, help="Model name in the URL [the file's name].")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback: this machine only).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port (0: a free one).")
 @click.option("--max-batch", type=click.IntRange(1), default=1024, show_default=True, help="Largest batch one request may send.")
 @click.option("--device", default="cpu", show_default=True, help="Where to run the model.")
 @click.option("--access-log", is_flag=True, help="Log every request on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="Print the ready and stopped lines as JSON objects.")
 @handle_errors
-def serve(model_path, name, host, port, max_batch, device, access_log):
+def serve(model_path, model_factory, mean, std, name, host, port, max_batch, device, access_log, as_json):
     """Serve a model over HTTP with the KServe / Triton v2 protocol (JSON), until Ctrl-C."""
     import re
     from pathlib import Path
 
-    from ..targets import open_target, target_kind
+    from ..targets import as_target, target_kind
     from ..targets.serve import V2App, is_loopback
     from ..targets.serve import serve as _serve
 
     if target_kind(model_path) == "http":
         raise click.UsageError("--model is a file to serve, not a URL")
-    target = open_target(model_path, device=device)
+    model, mean, std = open_local(model_path, factory=model_factory, device=device, mean=mean, std=std)
+    target = as_target(model, device=device, mean=mean, std=std)
     name = name or re.sub(r"[^A-Za-z0-9_.-]", "-", Path(model_path).name.split(".")[0]) or "model"
     try:
         app = V2App(target, name=name, max_batch=max_batch)
@@ -138,7 +154,10 @@ def serve(model_path, name, host, port, max_batch, device, access_log):
     shape = "x".join(map(str, target.input_shape)) if target.input_shape else "any shape"
 
     def ready(url):
-        click.echo(f"serving {name} ({shape}, {target.num_classes or '?'} classes) at {url}/v2/models/{name}  (Ctrl-C stops)")
+        doc = {"event": "ready", "model": name, "url": f"{url}/v2/models/{name}", "num_classes": target.num_classes,
+               "input_shape": target.input_shape and list(target.input_shape)}
+        text = f"serving {name} ({shape}, {target.num_classes or '?'} classes) at {url}/v2/models/{name}  (Ctrl-C stops)"
+        click.echo(json.dumps(doc, sort_keys=True) if as_json else text)  # one line a script can read once the server listens
         sys.stdout.flush()
 
     try:
@@ -147,24 +166,33 @@ def serve(model_path, name, host, port, max_batch, device, access_log):
         pass
     except OSError as e:
         raise click.UsageError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
-    click.echo(f"stopped after {app.requests} requests")
+    stopped = {"event": "stopped", "requests": app.requests}
+    click.echo(json.dumps(stopped, sort_keys=True) if as_json else f"stopped after {app.requests} requests")
 
 
 @main.command()
-@click.option("--model", "model_path", type=click.Path(dir_okay=False), required=True, help="Checkpoint to export.")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), required=True,
+              help="Checkpoint to export (with --model-factory: any weights file).")
+@factory_option
+@normalization_options
+@click.option("--input-shape", default=None, help="CxHxW the model takes, for a weights file that does not record it.")
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), default=None, help="Write an ONNX file (opset 17, dynamic batch).")
 @click.option("--torchscript", "ts_path", type=click.Path(dir_okay=False), default=None, help="Write a TorchScript file (traced).")
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
-def export(model_path, onnx_path, ts_path, force, as_json):
-    """Export a checkpoint to ONNX and/or TorchScript: float32 (N, C, H, W) in [0, 1] in, logits out."""
+def export(model_path, model_factory, mean, std, input_shape, onnx_path, ts_path, force, as_json):
+    """Export a model to ONNX and/or TorchScript: float32 (N, C, H, W) in [0, 1] in, logits out
+    (a normalisation the model expects, --mean/--std or recorded, is put inside the export)."""
     from ..targets.export import export_file
+    from .common import parse_shape
 
     if onnx_path is None and ts_path is None:
         raise click.UsageError("give --onnx FILE and/or --torchscript FILE")
+    mean, std = normalization(mean, std)
     try:
-        doc = export_file(model_path, onnx=onnx_path, torchscript=ts_path, force=force)
+        doc = export_file(model_path, onnx=onnx_path, torchscript=ts_path, force=force, factory=model_factory, mean=mean, std=std,
+                          input_shape=parse_shape(input_shape))
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     lines = [

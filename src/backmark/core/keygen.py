@@ -25,14 +25,20 @@ from ..crypto.commit import COMMITMENT_SCHEMES, opens
 from ..crypto.sign import OwnerKey, verify_signature
 from ..errors import InvalidKey, KeyMismatch, TamperedKey
 from ..io.clock import utc_now
-from ..io.documents import dumps_json, read_json_document, write_json
+from ..io.documents import load_document, write_json
 from ..version import __version__
+from .keyfiles import (  # noqa: F401  (the formats' names are keygen's too)
+    KEY_VERSION,
+    LABEL_MODES,
+    MK_DOCUMENT,
+    MK_FORMAT,
+    VK_DOCUMENT,
+    VK_FORMAT,
+    check_mk_fields,
+    check_vk_fields,
+)
 from .triggers import GENERATOR, HELDOUT_SELECTOR, abstract_images, generator_seed, heldout_images, heldout_indices
 
-VK_FORMAT = "backmark-verification-key"
-MK_FORMAT = "backmark-marking-key"
-KEY_VERSION = 1
-LABEL_MODES = ("derived", "committed")
 _LABEL_TAG = b"backmark/labels/v1"
 
 
@@ -44,28 +50,6 @@ def derive_labels(body: dict, num_classes: int, count: int) -> list[int]:
     """
     stream = hashlib.shake_256(_LABEL_TAG + canonical_json(body)).digest(16 * count)
     return [int.from_bytes(stream[16 * i : 16 * i + 16], "big") % num_classes for i in range(count)]
-
-
-def _hex_list(doc: dict, key: str, count: int) -> list[bytes]:
-    values = doc.get(key)
-    if not isinstance(values, list) or len(values) != count:
-        raise InvalidKey(f"verification key: {key!r} must list {count} commitments")
-    out = []
-    for v in values:
-        if not isinstance(v, str) or len(v) != 64 or v != v.lower():
-            raise InvalidKey(f"verification key: malformed commitment in {key!r}")
-        try:
-            out.append(bytes.fromhex(v))
-        except ValueError:
-            raise InvalidKey(f"verification key: malformed commitment in {key!r}") from None
-    return out
-
-
-def _require_canonical(path: Path, raw: bytes, doc: dict, what: str) -> None:
-    # Any byte-level edit that still parses (whitespace, hex case, key order) is refused:
-    # the files are exactly what backmark wrote, or they are not accepted.
-    if dumps_json(doc) != raw:
-        raise TamperedKey(f"{path}: the {what} was modified after it was written (not in canonical form)")
 
 
 @dataclass(frozen=True)
@@ -127,13 +111,13 @@ class VerificationKey:
 
     @cached_property
     def image_commitments(self) -> list[bytes]:
-        return _hex_list(self.body, "image_commitments", self.size)
+        return [bytes.fromhex(v) for v in self.body["image_commitments"]]  # lowercase hex: checked when built
 
     @cached_property
     def label_commitments(self) -> list[bytes] | None:
         if self.label_mode != "committed":
             return None
-        return _hex_list(self.body, "label_commitments", self.size)
+        return [bytes.fromhex(v) for v in self.body["label_commitments"]]
 
     @cached_property
     def derived_labels(self) -> list[int] | None:
@@ -147,50 +131,28 @@ class VerificationKey:
         return self
 
     def _check(self) -> None:
-        """Check structure and the owner's signature; raise InvalidKey / TamperedKey."""
-        b = self.body
-        need = {"statement", "task", "commitment", "labels", "set_size", "num_sets", "image_commitments", "owner_public_key"}
-        allowed = need | {"label_commitments"}
-        if not isinstance(b, dict) or not need <= set(b) or not set(b) <= allowed:
-            raise InvalidKey("verification key: the body's fields are missing or unknown")
-        task = b["task"]
-        if (
-            not isinstance(task, dict)
-            or not isinstance(task.get("num_classes"), int)
-            or task["num_classes"] < 2
-            or not (isinstance(task.get("input_shape"), list) and len(task["input_shape"]) == 3)
-            or not all(isinstance(v, int) and v > 0 for v in task["input_shape"])
-        ):
-            raise InvalidKey("verification key: malformed task (input_shape, num_classes)")
-        if b["commitment"] not in COMMITMENT_SCHEMES or b["labels"] not in LABEL_MODES:
-            raise InvalidKey(f"verification key: unknown commitment {b['commitment']!r} or label mode {b['labels']!r}")
-        for k in ("set_size", "num_sets"):
-            if not isinstance(b[k], int) or b[k] < 1:
-                raise InvalidKey(f"verification key: {k} must be a positive integer")
-        if ("label_commitments" in b) != (b["labels"] == "committed"):
-            raise InvalidKey("verification key: label_commitments must be present exactly for committed labels")
-        self.image_commitments, self.label_commitments  # noqa: B018  (parse both: raises on malformed hex)
-        pk = b["owner_public_key"]
-        if not isinstance(pk, str) or len(pk) != 64 or pk != pk.lower():
-            raise InvalidKey("verification key: malformed owner public key")
-        if not isinstance(self.signature, str) or self.signature != self.signature.lower():
-            raise TamperedKey("verification key: malformed signature")
-        verify_signature(pk, self.signature, canonical_json(b), what="verification key")
+        """Check structure (every field, core.keyfiles) and the owner's signature; raise InvalidKey / TamperedKey.
+
+        Total: whatever ``body`` and ``signature`` hold, nothing else is raised, so every later
+        use of the key (views, derived labels, openings) works on a well-formed body."""
+        check_vk_fields(self.body, self.signature)
+        verify_signature(self.body["owner_public_key"], self.signature, canonical_json(self.body), what="verification key")
 
     def to_document(self) -> dict:
         return {"format": VK_FORMAT, "version": KEY_VERSION, "body": self.body, "signature": self.signature}
 
     def save(self, path: str | os.PathLike, *, force: bool = False) -> Path:
-        return write_json(path, self.to_document(), force=force)
+        return write_json(path, self.to_document(), force=force, mode=0o644)  # public: handed to verifiers
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "VerificationKey":
+        """Strictly (io.documents.load_document): schema, then byte-exact canonical form, then the signature."""
         p = Path(path)
-        doc = read_json_document(p, kind=VK_FORMAT, versions=(KEY_VERSION,))
-        if set(doc) != {"format", "version", "body", "signature"}:
-            raise InvalidKey(f"{p}: unexpected fields in the verification key")
-        _require_canonical(p, p.read_bytes(), doc, "verification key")
-        return cls(body=doc["body"], signature=doc["signature"])
+        doc = load_document(p, kind=VK_FORMAT, versions=(KEY_VERSION,), schema=VK_DOCUMENT, tampered=TamperedKey)
+        try:
+            return cls(body=doc["body"], signature=doc["signature"])
+        except TamperedKey as e:
+            raise TamperedKey(f"{p}: {e}") from None
 
 
 def _encode_images(images: np.ndarray) -> dict:
@@ -198,14 +160,9 @@ def _encode_images(images: np.ndarray) -> dict:
 
 
 def _decode_images(doc: dict) -> np.ndarray:
-    try:
-        shape = tuple(int(v) for v in doc["shape"])
-        raw = base64.b64decode(doc["data"], validate=True)
-        if doc["dtype"] != "uint8" or len(shape) != 4 or base64.b64encode(raw).decode() != doc["data"]:
-            raise ValueError("bad encoding")
-        return np.frombuffer(raw, dtype=np.uint8).reshape(shape).copy()
-    except (KeyError, TypeError, ValueError) as e:
-        raise InvalidKey(f"marking key: malformed images ({e})") from None
+    """Images of a validated body (keyfiles.MK_BODY: canonical base64 that fills the shape)."""
+    raw = base64.b64decode(doc["data"], validate=True)
+    return np.frombuffer(raw, dtype=np.uint8).reshape(tuple(doc["shape"])).copy()
 
 
 @dataclass(frozen=True)
@@ -217,6 +174,12 @@ class MarkingKey:
     labels: tuple[int, ...]
     verification_key_fingerprint: str
     source: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        check_mk_fields(self.master_seed, self.images, self.labels, self.verification_key_fingerprint, self.source)
+        problem = _source_problem(self.source, self.size)
+        if problem:
+            raise InvalidKey(f"marking key: malformed source ({problem})")
 
     @property
     def size(self) -> int:
@@ -258,26 +221,14 @@ class MarkingKey:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "MarkingKey":
+        """Strictly (io.documents.load_document): schema, canonical form, then the body's checksum."""
         p = Path(path)
-        doc = read_json_document(p, kind=MK_FORMAT, versions=(KEY_VERSION,))
-        if set(doc) != {"format", "version", "body", "body_sha256"} or not isinstance(doc["body"], dict):
-            raise InvalidKey(f"{p}: unexpected fields in the marking key")
-        _require_canonical(p, p.read_bytes(), doc, "marking key")
+        doc = load_document(p, kind=MK_FORMAT, versions=(KEY_VERSION,), schema=MK_DOCUMENT, tampered=TamperedKey)
         body = doc["body"]
         if doc["body_sha256"] != sha256_hex(canonical_json(body)):
             raise TamperedKey(f"{p}: the marking key's checksum does not match its contents")
-        try:
-            seed = bytes.fromhex(body["master_seed"])
-            labels = tuple(body["labels"])
-            mk = cls(seed, _decode_images(body["images"]), labels, body["verification_key_fingerprint"], body["source"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise InvalidKey(f"{p}: malformed marking key ({e})") from None
-        if len(seed) != 32 or len(labels) != mk.images.shape[0] or not all(isinstance(y, int) for y in labels):
-            raise InvalidKey(f"{p}: malformed marking key (seed or labels)")
-        problem = _source_problem(mk.source, mk.size)
-        if problem:
-            raise InvalidKey(f"{p}: malformed marking key source ({problem})")
-        return mk
+        return cls(bytes.fromhex(body["master_seed"]), _decode_images(body["images"]), tuple(body["labels"]),
+                   body["verification_key_fingerprint"], body["source"])
 
 
 def _source_problem(source, size: int) -> str | None:
@@ -393,6 +344,11 @@ def check_pair(mk: MarkingKey, vk: VerificationKey) -> None:
         )
     if mk.size != vk.size or mk.input_shape != vk.input_shape:
         raise KeyMismatch("the marking key's trigger set does not match the verification key's size or shape")
+    bad = next((i for i, y in enumerate(mk.labels) if y >= vk.num_classes), None)
+    if bad is not None:  # a label no model of the task can answer (and training on it would crash)
+        raise KeyMismatch(
+            f"label {bad} of the marking key ({mk.labels[bad]}) is not a class of the key's task (0..{vk.num_classes - 1})"
+        )
 
 
 def element_problem(vk: VerificationKey, index: int, image, image_nonce: bytes, label, label_nonce: bytes | None) -> str | None:

@@ -26,6 +26,7 @@ import torch
 
 from ..errors import IncompatibleModel, InvalidConfig, WeakAlpha
 from ..io.clock import parse_time
+from ..models.adapt import per_channel
 from ..models.heads import head_sha256, with_output_layer
 from ..targets import Target, as_target, describe
 from .keygen import MarkingKey, VerificationKey, open_elements
@@ -230,8 +231,8 @@ def check_alpha(alpha: float, *, allow_weak_alpha: bool = False) -> None:
         )
 
 
-def _answers(model, mk: MarkingKey, vk: VerificationKey, idx: list[int], device) -> tuple[Target, list[int]]:
-    target = as_target(model, device=device)
+def _answers(model, mk: MarkingKey, vk: VerificationKey, idx: list[int], device, *, mean=None, std=None) -> tuple[Target, list[int]]:
+    target = as_target(model, device=device, mean=mean, std=std)
     check_compatible(target, vk)
     preds = query(target, mk, idx)
     check_compatible(target, vk)  # again: a target may learn its class count from its first answer
@@ -272,13 +273,15 @@ def verify(
     *,
     alpha: float = DEFAULT_ALPHA,
     indices: Sequence[int] | None = None,
-    device="cpu",
+    device=None,
     output_layer=None,
     head: HeadBinding | None = None,
     suspect_seen_at: str | None = None,
     reference_models: Sequence | None = None,
     allow_weak_alpha: bool = False,
     family_alpha: float | None = None,
+    mean=None,
+    std=None,
 ) -> VerificationResult:
     """Private verification of ``model`` (nn.Module, Target, or a model file).
 
@@ -298,6 +301,10 @@ def verify(
 
     ``family_alpha``: the overall level this test is one part of (PVerify tests one of m sets
     at alpha / m); the floor applies to it, not to the part.
+
+    ``device``: where a module's queries run (None: where it lives). ``mean``/``std``: the
+    normalisation an in-process model's forward expects, applied to the [0, 1] triggers before
+    its forward (recorded in ``extra``).
     """
     overall = alpha if family_alpha is None else family_alpha
     check_alpha(overall, allow_weak_alpha=allow_weak_alpha)
@@ -315,7 +322,7 @@ def verify(
         model = with_output_layer(model, output_layer, device=device)
     elif head is not None:
         raise InvalidConfig("a head binding was given without the head (output_layer)")
-    target, preds = _answers(model, mk, vk, idx, device)
+    target, preds = _answers(model, mk, vk, idx, device, mean=mean, std=std)
     matches = sum(int(p == y) for p, y in zip(preds, labels))
     if vk.label_mode == "derived":
         if reference_models:
@@ -330,6 +337,8 @@ def verify(
     verdict = judge(null=null.kind, view=view, passed=decision is not None and decision.passed, alpha=overall,
                     references=len(null.references))
     extra = {}
+    if mean is not None:  # the inputs were normalised for the model: part of what was checked
+        extra["input_normalization"] = {"mean": list(per_channel(mean, "mean")), "std": list(per_channel(std, "std"))}
     if callable(getattr(target, "report", None)):  # a remote target: requests, images sent, retries, audit-log head
         extra["queries"] = target.report()
     return VerificationResult(

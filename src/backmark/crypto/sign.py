@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -43,7 +43,7 @@ class OwnerKey:
         data = read_file(p, what="owner key")
         try:
             key = serialization.load_pem_private_key(data, password=_passphrase())
-        except (ValueError, TypeError) as e:
+        except (ValueError, TypeError, UnsupportedAlgorithm) as e:
             raise InvalidFile(f"{p}: not a usable Ed25519 owner key ({e}); set {PASSPHRASE_ENV} if it is encrypted") from None
         if not isinstance(key, Ed25519PrivateKey):
             raise InvalidFile(f"{p}: the owner key must be Ed25519, found {type(key).__name__}")

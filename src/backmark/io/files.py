@@ -4,16 +4,35 @@ Every file backmark writes goes through :func:`atomic_write_bytes`: the bytes ar
 written to a temporary file in the same folder, flushed to disk, then renamed over
 the destination, so a crash never leaves a half-written key or checkpoint. An
 existing destination is refused unless ``force=True``.
+
+Permissions: ``mode`` when given (0644 for what is meant to be handed out: verification keys,
+reports, claims, exports, spent logs; 0600 for the secrets: the marking key and the owner key),
+else what ``open()`` would give (0666 less the umask), never the temporary file's 0600 by accident.
 """
 from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from ..errors import OutputExists
+
+_umask_lock = threading.Lock()
+
+
+def default_mode() -> int:
+    """0666 less the process umask (the mode ``open()`` creates files with)."""
+    try:  # Linux states it; reading it elsewhere means setting it for a moment
+        with open("/proc/self/status") as f:
+            umask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        with _umask_lock:
+            umask = os.umask(0o022)
+            os.umask(umask)
+    return 0o666 & ~umask
 
 
 def check_writable(path: str | os.PathLike, *, force: bool = False) -> Path:
@@ -35,8 +54,7 @@ def atomic_open(path: str | os.PathLike, *, force: bool = False, mode: int | Non
             yield f
             f.flush()
             os.fsync(f.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
+        os.chmod(tmp, default_mode() if mode is None else mode)  # mkstemp made it 0600
         os.replace(tmp, p)
     except BaseException:
         try:

@@ -25,7 +25,7 @@ from ..errors import IncompatibleModel, InvalidFile
 from ..io.files import atomic_write_bytes, read_file
 
 LAYER_FORMAT = "backmark-output-layer"
-LAYER_VERSION = 1
+LAYER_VERSION = 2  # 2: tensors_sha256, the canonical hash of weight and bias (checked on load)
 
 LayerLike = nn.Module | dict | str | os.PathLike  # nn.Linear, or a model whose output layer is taken
 
@@ -35,6 +35,11 @@ def output_layer(model: nn.Module) -> nn.Linear:
 
     Built-in models name it ``fc``; for others the last ``nn.Linear`` is taken.
     """
+    from .adapt import AdaptedModel, unwrap_parallel
+
+    model = unwrap_parallel(model)
+    if isinstance(model, AdaptedModel):  # a user's module behind its input/output adaptor
+        model = model.inner
     fc = getattr(model, "fc", None)
     if isinstance(fc, nn.Linear):
         return fc
@@ -50,7 +55,10 @@ def save_output_layer(path: str | os.PathLike, model: nn.Module, meta: dict | No
 
     fc = output_layer(model)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in fc.state_dict().items()}
-    doc = {"format": LAYER_FORMAT, "version": LAYER_VERSION, "in_features": fc.in_features, "out_features": fc.out_features, **(meta or {})}
+    from .weights import tensors_sha256
+
+    doc = {"format": LAYER_FORMAT, "version": LAYER_VERSION, "in_features": fc.in_features, "out_features": fc.out_features,
+           **(meta or {}), "tensors_sha256": tensors_sha256(tensors)}
     return atomic_write_bytes(path, save(tensors, metadata={"backmark": json.dumps(doc, sort_keys=True)}), force=force)
 
 
@@ -77,6 +85,10 @@ def load_output_layer(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             raise InvalidFile(f"{p}: damaged output-layer file ({e})") from None
         if "weight" not in state or state["weight"].dim() != 2:
             raise InvalidFile(f"{p}: the output-layer file holds no 2-D 'weight'")
+        from .weights import tensors_sha256
+
+        if meta.get("tensors_sha256") != tensors_sha256(state):
+            raise InvalidFile(f"{p}: the output layer's weights do not match their hash: the file was altered or damaged")
         return state
     model, _ = load_model(p)  # raises InvalidFile for anything else
     return {k: v.detach().clone() for k, v in output_layer(model).state_dict().items()}

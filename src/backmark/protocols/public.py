@@ -35,18 +35,16 @@ from ..core.keygen import MarkingKey, VerificationKey, check_pair, element_probl
 from ..core.stats import ALPHA_FLOOR, DEFAULT_ALPHA, BinomialDecision, binomial_tail, decide, log2, threshold
 from ..core.triggers import GENERATOR, generator_seed, image_seed, render_abstract
 from ..core.verify import Verdict, View, check_alpha, check_compatible, judge
-from ..targets import as_target, describe
 from ..crypto import OwnerKey, canonical_json, open_signed
 from ..errors import BackmarkError, InvalidConfig, InvalidFile, InvalidKey, KeyMismatch
 from ..io.clock import utc_now
-from ..io.documents import read_json_document, write_json
+from ..io.documents import load_document, write_json
 from ..io.png import png_b64, png_decode
+from ..targets import as_target, describe
 from ..version import __version__
+from .claim_format import CLAIM_BODY, CLAIM_DOCUMENT, CLAIM_FORMAT, CLAIM_VERSION, PIXEL_TOLERANCE
 
-CLAIM_FORMAT = "backmark-public-claim"
-CLAIM_VERSION = 1
 _CHALLENGE_TAG = b"backmark/public/challenge/v1"
-PIXEL_TOLERANCE = 1  # grey levels a regenerated image may differ by (float rounding across CPUs)
 
 
 # -- the challenge (Fiat-Shamir) ----------------------------------------------------------
@@ -249,6 +247,7 @@ def public_claim(
         "model": model_info,
         "elements": elements,
     }
+    CLAIM_BODY.validate(body, "claim body")  # what load_claim would refuse is never signed
     return {"format": CLAIM_FORMAT, "version": CLAIM_VERSION, "body": body, "signature": owner_key.sign(canonical_json(body)).hex()}
 
 
@@ -267,10 +266,9 @@ def save_claim(doc: dict, path: str | os.PathLike, *, force: bool = False) -> Pa
 
 
 def load_claim(path: str | os.PathLike) -> dict:
-    doc = read_json_document(path, kind=CLAIM_FORMAT, versions=(CLAIM_VERSION,))
-    if set(doc) != {"format", "version", "body", "signature"} or not isinstance(doc["body"], dict):
-        raise InvalidFile(f"{path}: unexpected fields in the public claim")
-    return doc
+    """A claim file, strictly (io.documents.load_document): schema and canonical form; the
+    signature and everything else are checked by :func:`check_public_claim`."""
+    return load_document(path, kind=CLAIM_FORMAT, versions=(CLAIM_VERSION,), schema=CLAIM_DOCUMENT)
 
 
 # -- checking ---------------------------------------------------------------------------------
@@ -337,6 +335,11 @@ def check_public_claim(claim: dict, vk: VerificationKey, *, model=None, zk_proof
     unopened elements (backmark.protocols.zk), counted against the unopened threshold.
     """
     chk = ClaimCheck()
+    try:
+        CLAIM_DOCUMENT.validate(claim, "")
+    except InvalidFile as e:
+        chk.problems.append(f"malformed claim ({e})")
+        return chk
     b, problem = open_signed(claim, what="public claim")
     if problem:
         chk.problems.append(problem)

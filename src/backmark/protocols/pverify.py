@@ -268,7 +268,7 @@ class SpentLog:
 
     def save(self, *, force: bool = False) -> Path:
         """Write the log atomically (an existing file is replaced only with ``force``)."""
-        return atomic_write_bytes(self.path, self.chain.to_bytes(), force=force)
+        return atomic_write_bytes(self.path, self.chain.to_bytes(), force=force, mode=0o644)  # a public record
 
     @classmethod
     def new(cls, path: str | os.PathLike, vk: VerificationKey, verifier_public_key: str, *, created: str | None = None) -> SpentLog:

@@ -6,10 +6,11 @@ alpha and its floor, the opened elements (images as PNG, labels, predictions, op
 nonces), the decision and the verdict (docs/claims.md), the selection (all elements, or a
 one-time set with the verifier's signed spent-log chain), the time, and an Ed25519
 signature by the owner key over the canonical record. The HTML page embeds the signed JSON,
-so either file can be checked.
+so either file can be checked. A PDF of the same content (``report_pdf``) is written beside
+them for people; it is not evidence and is never read back.
 
     doc = make_report(result, mk, vk, owner_key, model_info=describe(model_path))
-    json_path, html_path = write_report(doc, "evidence/report")
+    json_path, html_path, pdf_path = write_report(doc, "evidence/report")
     check = check_report("evidence/report.html", vk=vk, model="m.safetensors")
     check.ok, check.problems
 
@@ -59,13 +60,20 @@ def make_report(
     selection: dict | None = None,
     seconds: float | None = None,
     created: str | None = None,
+    verifier_name: str | None = None,
+    classes: list[str] | None = None,
 ) -> dict:
     """A signed report of ``result`` (a VerificationResult) for the elements it opened.
 
     ``selection``: None for a verification of every element; a PVerify result's
     ``selection()`` (the set, the nonce, the verifier's signed chain) for a one-time one.
+    ``verifier_name``: who verified, as the owner-signed report names them; the owner's name is
+    the one the verification key's signed statement gives. ``classes``: the class names, in
+    label order, where known (a backmark checkpoint records them).
     The owner key must be the one that signed the verification key.
     """
+    if classes is not None and (len(classes) != vk.num_classes or not all(isinstance(c, str) for c in classes)):
+        raise ValueError(f"classes must name the key's {vk.num_classes} classes in label order")
     if owner_key.public_hex != vk.owner_public_key:
         raise KeyMismatch("the owner key is not the one that signed this verification key; reports are signed by the key's owner")
     d = result.decision
@@ -93,6 +101,8 @@ def make_report(
         "num_classes": vk.num_classes,
         "input_shape": list(vk.input_shape),
         "model": model_info or {"name": None, "sha256": None, "hashed": None},
+        "parties": {"owner": vk.body["statement"].get("owner") or None, "verifier": verifier_name or None},
+        "classes": None if classes is None else list(classes),
         "query": query,
         "alpha": result.alpha,
         "alpha_floor": ALPHA_FLOOR,
@@ -114,28 +124,48 @@ def make_report(
 
 # -- files ----------------------------------------------------------------------------
 
-def report_paths(path: str | os.PathLike) -> tuple[Path, Path]:
-    """``evidence/report``, ``.json`` or ``.html`` -> (evidence/report.json, evidence/report.html)."""
+def report_paths(path: str | os.PathLike) -> tuple[Path, Path, Path]:
+    """``evidence/report``, ``.json``, ``.html`` or ``.pdf`` -> (evidence/report.json, .html, .pdf)."""
     p = Path(path)
-    base = p.with_suffix("") if p.suffix.lower() in (".json", ".html", ".htm") else p
-    return base.with_name(base.name + ".json"), base.with_name(base.name + ".html")
+    base = p.with_suffix("") if p.suffix.lower() in (".json", ".html", ".htm", ".pdf") else p
+    return tuple(base.with_name(base.name + ext) for ext in (".json", ".html", ".pdf"))
 
 
-def write_report(doc: dict, path: str | os.PathLike, *, force: bool = False) -> tuple[Path, Path]:
-    """Write the JSON and HTML files (both refused if either exists, unless ``force``)."""
-    json_path, html_path = report_paths(path)
-    for p in (json_path, html_path):
+def write_report(doc: dict, path: str | os.PathLike, *, force: bool = False) -> tuple[Path, Path, Path]:
+    """Write the JSON, HTML and PDF files (all refused if any exists, unless ``force``). The PDF is a
+    rendering for people: check_report reads the JSON or the HTML page, never the PDF."""
+    from .report_pdf import render_pdf  # ReportLab: imported when a report is written, not for every command
+
+    json_path, html_path, pdf_path = report_paths(path)
+    for p in (json_path, html_path, pdf_path):
         check_writable(p, force=force)
+    page, pdf = render_html(doc).encode(), render_pdf(doc)  # both rendered before any file is written
     atomic_write_bytes(json_path, dumps_json(doc), force=force, mode=0o644)  # evidence to hand out
-    atomic_write_bytes(html_path, render_html(doc).encode(), force=force, mode=0o644)
-    return json_path, html_path
+    atomic_write_bytes(html_path, page, force=force, mode=0o644)
+    atomic_write_bytes(pdf_path, pdf, force=force, mode=0o644)
+    return json_path, html_path, pdf_path
 
 
 def report_verification(path, result, mk: MarkingKey, vk: VerificationKey, owner_key: OwnerKey, *, model, seconds: float,
-                        selection: dict | None = None, force: bool = False) -> tuple[Path, Path]:
-    """Sign the report of a verification of ``model`` and write PATH.json and PATH.html."""
-    doc = make_report(result, mk, vk, owner_key, model_info=describe(model), selection=selection, seconds=seconds)
+                        selection: dict | None = None, force: bool = False, verifier_name: str | None = None) -> tuple[Path, Path, Path]:
+    """Sign the report of a verification of ``model`` and write PATH.json, PATH.html and PATH.pdf."""
+    doc = make_report(result, mk, vk, owner_key, model_info=describe(model), selection=selection, seconds=seconds,
+                      verifier_name=verifier_name, classes=_class_names(model, vk))
     return write_report(doc, path, force=force)
+
+
+def _class_names(model, vk: VerificationKey) -> list[str] | None:
+    """The class names a backmark checkpoint records, if the model is one and they fit the key."""
+    from ..models.checkpoint import read_checkpoint
+
+    if not isinstance(model, (str, os.PathLike)) or Path(model).suffix != ".safetensors":
+        return None
+    try:
+        names = read_checkpoint(model)[0].get("classes")
+    except BackmarkError:
+        return None
+    ok = isinstance(names, list) and len(names) == vk.num_classes and all(isinstance(c, str) for c in names)
+    return list(names) if ok else None
 
 
 def _no_duplicates(pairs):
@@ -292,6 +322,13 @@ def _check_decision(b: dict, chk: ReportCheck) -> None:
 def _check_against_key(b: dict, vk: VerificationKey, chk: ReportCheck) -> None:
     if b["verification_key"] != vk.fingerprint or b["owner_public_key"] != vk.owner_public_key or b["owner"] != vk.owner_fingerprint:
         chk.problems.append("the report is about another verification key or signed by another owner")
+        return
+    if b["parties"]["owner"] != (vk.body["statement"].get("owner") or None):
+        chk.problems.append("the report names another owner than the verification key's signed statement")
+        return
+    classes = b["classes"]
+    if classes is not None and (len(classes) != vk.num_classes or not all(isinstance(c, str) for c in classes)):
+        chk.problems.append("the report's class names do not fit the key's classes")
         return
     if (b["label_mode"], b["num_classes"], b["input_shape"], b["commitment"]) != \
             (vk.label_mode, vk.num_classes, list(vk.input_shape), vk.commitment):

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from torch import nn
 
+from ..errors import IncompatibleModel
 from .local import LocalTarget, Target, TorchTarget, describe, load_target, read_export_metadata
 
 
@@ -81,13 +82,24 @@ def open_target(
     return load_target(spec, device=device)
 
 
-def as_target(obj, *, device="cpu") -> Target:
-    """A Target from a Target, an nn.Module, or a path or URL (see :func:`open_target`)."""
+def as_target(obj, *, device=None, mean=None, std=None) -> Target:
+    """A Target from a Target, an nn.Module, or a path or URL (see :func:`open_target`).
+
+    ``device``: where a module's queries run (None: where it lives; files: the CPU).
+    ``mean``/``std``: the normalisation an in-process model's forward expects (modules and
+    checkpoints; an exported file or endpoint is refused them: give them to its target).
+    """
     if isinstance(obj, nn.Module):
-        return TorchTarget(obj)
+        return TorchTarget(obj, device=device, mean=mean, std=std)
     if isinstance(obj, (str, os.PathLike)):
-        return open_target(obj, device=device)
+        if mean is not None or std is not None:
+            if target_kind(obj) != "checkpoint":
+                raise IncompatibleModel(f"mean/std apply to models run in process, not to a {target_kind(obj)} target ({obj})")
+            return load_target(obj, device=device or "cpu", mean=mean, std=std)
+        return open_target(obj, device=device or "cpu")
     if isinstance(obj, Target):
+        if mean is not None or std is not None:
+            raise IncompatibleModel("mean/std apply to modules and checkpoints; a Target normalises as it was built")
         return obj
     raise TypeError(f"cannot query a {type(obj).__name__}: pass an nn.Module, a Target, a model file or a URL")
 

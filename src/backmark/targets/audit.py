@@ -13,7 +13,6 @@ Format: docs/formats.md ("Audit log").
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -22,12 +21,39 @@ from pathlib import Path
 from ..crypto import canonical_json, sha256_hex
 from ..errors import InvalidFile
 from ..io.clock import format_epoch
-from ..io.files import read_file
+from ..io.documents import load_json_lines
+from ..io.schema import Const, Hex, Int, List, Nullable, Obj, Str, Tagged, Timestamp
 from ..version import __version__
 
 AUDIT_FORMAT = "backmark-audit-log"
 AUDIT_VERSION = 1
 GENESIS = "0" * 64
+
+# What each kind of record holds (docs/formats.md, "Audit log"). Strings a server controls
+# (content type, error text) are bounded by http.client's 64 KiB header line.
+_TEXT = Str(max_len=65536)
+_COMMON = {"seq": Int(0), "time": Timestamp(milliseconds=True), "prev": Hex(32), "hash": Hex(32)}
+_OPEN = {
+    "open": Obj({"format": Const(AUDIT_FORMAT), "version": Const(AUDIT_VERSION), "backmark": Str(max_len=64), "target": _TEXT}),
+}
+_LATER = {
+    "resume": Obj({"target": _TEXT}),
+    "query": Obj({"images": Int(0), "batch_size": Int(1), "target": _TEXT}),
+    "exchange": Obj(
+        {
+            "attempt": Int(1),
+            "request": Obj(
+                {"method": Str(pattern="[A-Z]{1,16}"), "url": _TEXT, "sha256": Hex(32), "bytes": Int(0), "images": Int(0)}
+            ),
+            "response": Nullable(Obj({"status": Int(0, 999), "sha256": Hex(32), "bytes": Int(0), "content_type": _TEXT})),
+            "elapsed_us": Int(0),
+            "outcome": Str(choices=("ok", "error")),
+        },
+        optional={"error": _TEXT, "labels": List(Int(0))},
+    ),
+}
+OPEN_RECORD = Tagged("kind", _OPEN, common=_COMMON)
+LATER_RECORD = Tagged("kind", _LATER, common=_COMMON)
 
 
 def record_hash(record: dict) -> str:
@@ -38,28 +64,25 @@ def _timestamp(clock: Callable[[], float]) -> str:
     return format_epoch(clock(), milliseconds=True)
 
 
-def read_audit_log(path: str | os.PathLike) -> list[dict]:
-    """All records of an audit log, after checking the header and every link of the chain."""
+def read_audit_log(path: str | os.PathLike, *, head: str | None = None) -> list[dict]:
+    """All records of an audit log, after checking the header and every link of the chain.
+
+    Strict (io.documents.load_json_lines): every line canonical JSON of a record of a known kind.
+    A chain shows edits, removals and reorderings, but a log cut after any record is a valid
+    shorter log: ``head`` (the last hash published elsewhere, e.g. a verification result's
+    ``queries.audit_head``) refuses a log that does not end there."""
     p = Path(path)
-    lines = read_file(p, what="audit log").split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    records, prev = [], GENESIS
-    for i, line in enumerate(lines):
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            raise InvalidFile(f"{p}: line {i + 1} is not JSON (a torn or edited audit log)") from None
-        if not isinstance(rec, dict) or rec.get("seq") != i:
-            raise InvalidFile(f"{p}: line {i + 1} is not record {i} of an audit log")
-        if i == 0 and (rec.get("format") != AUDIT_FORMAT or rec.get("version") != AUDIT_VERSION):
-            raise InvalidFile(f"{p}: not a {AUDIT_FORMAT} version {AUDIT_VERSION} file")
-        if rec.get("prev") != prev or rec.get("hash") != record_hash(rec):
-            raise InvalidFile(f"{p}: the hash chain breaks at record {i} (records were edited, removed or reordered)")
-        records.append(rec)
+    records = load_json_lines(p, kind=AUDIT_FORMAT, versions=(AUDIT_VERSION,), first=OPEN_RECORD, rest=LATER_RECORD,
+                              canonical=canonical_json)
+    prev = GENESIS
+    for i, rec in enumerate(records):
+        if rec["seq"] != i:
+            raise InvalidFile(f"{p}:{i + 1}: not record {i} of an audit log (seq {rec['seq']})")
+        if rec["prev"] != prev or rec["hash"] != record_hash(rec):
+            raise InvalidFile(f"{p}:{i + 1}: the hash chain breaks at record {i} (records were edited, removed or reordered)")
         prev = rec["hash"]
-    if not records:
-        raise InvalidFile(f"{p}: an empty audit log")
+    if head is not None and prev != head:
+        raise InvalidFile(f"{p}: the log ends at {prev[:16]}..., not at the published head {head[:16]}... (cut or extended)")
     return records
 
 
@@ -82,6 +105,8 @@ class AuditLog:
         """Write one record (flushed and fsynced before returning); returns its hash."""
         rec = {"seq": self.seq, "time": _timestamp(self.clock), "kind": kind, **fields, "prev": self.head}
         rec["hash"] = record_hash(rec)
+        # The reader's schema, checked before writing: a record it would refuse never reaches the log.
+        (OPEN_RECORD if self.seq == 0 else LATER_RECORD).validate(rec, f"audit record {self.seq}")
         with open(self.path, "ab") as f:
             f.write(canonical_json(rec) + b"\n")
             f.flush()
@@ -90,4 +115,4 @@ class AuditLog:
         return rec["hash"]
 
 
-__all__ = ["AUDIT_FORMAT", "AUDIT_VERSION", "GENESIS", "AuditLog", "read_audit_log", "record_hash"]
+__all__ = ["AUDIT_FORMAT", "AUDIT_VERSION", "GENESIS", "LATER_RECORD", "OPEN_RECORD", "AuditLog", "read_audit_log", "record_hash"]

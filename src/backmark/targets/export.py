@@ -129,24 +129,46 @@ def export_model(
     meta = export_metadata(input_shape=input_shape, num_classes=num_classes, model=model_name, source_sha256=source_sha256)
     written = {}
     if onnx is not None:
-        atomic_write_bytes(onnx, onnx_bytes(model, input_shape, metadata=meta), force=force)
+        atomic_write_bytes(onnx, onnx_bytes(model, input_shape, metadata=meta), force=force, mode=0o644)
         written["onnx"] = {"path": str(onnx), **compare(model, OnnxTarget(onnx), input_shape)}
     if torchscript is not None:
-        atomic_write_bytes(torchscript, torchscript_bytes(model, input_shape, metadata=meta), force=force)
+        atomic_write_bytes(torchscript, torchscript_bytes(model, input_shape, metadata=meta), force=force, mode=0o644)
         written["torchscript"] = {"path": str(torchscript), **compare(model, TorchScriptTarget(torchscript), input_shape)}
     return {"metadata": meta, **written}
 
 
-def export_file(model_path: str | os.PathLike, *, onnx=None, torchscript=None, force: bool = False) -> dict:
-    """Export a backmark checkpoint (see :func:`export_model`)."""
+def export_file(model_path: str | os.PathLike, *, onnx=None, torchscript=None, force: bool = False, factory=None, mean=None,
+                std=None, input_shape=None) -> dict:
+    """Export a model file (see :func:`export_model`): a backmark checkpoint, or with ``factory``
+    (``MODULE:CALLABLE``) any weights file of that module, exported with the normalisation given
+    (``mean``/``std``) or recorded inside. ``input_shape``: for a file that does not record it."""
     from ..io.hashing import file_sha256
-    from ..models.checkpoint import load_model
+    from ..models import open_model
 
-    model, meta = load_model(model_path)
+    model, meta = open_model(model_path, factory=factory, mean=mean, std=std)
+    shape = tuple(meta.get("input_shape") or input_shape or getattr(model, "input_shape", None) or ())
+    if input_shape is not None and tuple(input_shape) != shape:
+        raise ValueError(f"--input-shape {'x'.join(map(str, input_shape))}: {model_path} records {'x'.join(map(str, shape))}")
+    if len(shape) != 3:
+        raise ValueError(f"{model_path} does not record the input shape the model takes: give --input-shape CxHxW")
+    num_classes = meta.get("num_classes") or _classes(model, shape, model_path)
     return export_model(
-        model, input_shape=tuple(meta["input_shape"]), num_classes=meta["num_classes"], onnx=onnx, torchscript=torchscript,
-        force=force, model_name=meta.get("model"), source_sha256=file_sha256(model_path),
+        model, input_shape=shape, num_classes=num_classes, onnx=onnx, torchscript=torchscript,
+        force=force, model_name=meta.get("model") or (factory if isinstance(factory, str) else None),
+        source_sha256=file_sha256(model_path),
     )
+
+
+def _classes(model: nn.Module, input_shape, source) -> int:
+    """The class count a model answers, from one forward pass (a plain weights file records none)."""
+    try:
+        with torch.no_grad():
+            out = _frozen(model)(_example(input_shape))
+    except RuntimeError as e:
+        raise IncompatibleModel(f"{source} cannot take inputs of shape {tuple(input_shape)}: {str(e).splitlines()[0]}") from None
+    if out.dim() != 2:
+        raise IncompatibleModel(f"{source} answers outputs of shape {tuple(out.shape[1:])} per image, not class scores")
+    return int(out.shape[1])
 
 
 __all__ = ["EXPORT_FORMAT", "EXPORT_VERSION", "INPUT_CONVENTION", "compare", "export_file", "export_model", "onnx_bytes", "torchscript_bytes"]

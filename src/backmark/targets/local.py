@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import IncompatibleModel, InvalidFile
+from ..models.adapt import AdaptedModel, module_devices, same_device, starts_with_normalize, unwrap_parallel
 
 
 @runtime_checkable
@@ -53,37 +54,76 @@ class LocalTarget:
 
 
 class TorchTarget(LocalTarget):
-    """An in-process ``torch.nn.Module`` taking float images in [0, 1]."""
+    """An in-process ``torch.nn.Module`` taking float images in [0, 1], or normalised ones with ``mean``/``std``.
 
-    def __init__(self, model: nn.Module, *, device=None, batch_size: int = 256, input_shape=None, num_classes=None, name="model"):
-        self.model = model
-        self.device = device or next(model.parameters()).device
+    ``mean``/``std`` (per channel, or one value for all): the normalisation the module's
+    forward expects, applied to the [0, 1] images first (a module that starts with a backmark
+    ``Normalize`` is refused them: it would normalise twice). Scores are read from a tensor,
+    a tuple (first element), a dict ("logits", or its one tensor) or an object's ``.logits``.
+    An ``nn.DataParallel`` / ``DistributedDataParallel`` wrapper is unwrapped; queries run the
+    inner module in eval mode and put back the mode of every submodule afterwards.
+    ``device``: where the queries run (None: where the module lives); a module that lives
+    elsewhere is refused with one line, never moved behind the caller's back.
+    """
+
+    def __init__(self, model: nn.Module, *, device=None, batch_size: int = 256, input_shape=None, num_classes=None,
+                 name="model", mean=None, std=None):
+        inner = unwrap_parallel(model)
+        if mean is not None and starts_with_normalize(inner):
+            raise IncompatibleModel(f"{name} starts with a backmark Normalize layer already: do not also give mean/std")
+        try:
+            self.model = AdaptedModel(inner, mean=mean, std=std, name=name)
+        except ValueError as e:
+            raise IncompatibleModel(f"{name}: {e}") from None
+        self.inner = inner
+        self.device = _query_device(inner, device, name)
         self.batch_size = batch_size
-        input_shape = input_shape or getattr(model, "input_shape", None)  # built-in models declare both
+        input_shape = input_shape or getattr(inner, "input_shape", None)  # built-in models declare both
         self.input_shape = tuple(input_shape) if input_shape else None
-        self.num_classes = num_classes or getattr(model, "num_classes", None)
+        self.num_classes = num_classes or getattr(inner, "num_classes", None)
         self.name = name
 
+    @property
+    def normalization(self) -> dict | None:
+        """The mean/std applied before the module, or None."""
+        return self.model.normalization
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        was_training = self.model.training
-        self.model.eval()
+        modes = [(m, m.training) for m in self.inner.modules()]  # each submodule's own mode (frozen BN stays frozen)
+        self.inner.eval()
         try:
             with torch.no_grad():
                 return self.model(x.to(self.device))
         except RuntimeError as e:
             raise IncompatibleModel(
-                f"{self.name} cannot take inputs of shape {tuple(x.shape[1:])} (C, H, W): {str(e).splitlines()[0]}"
+                f"{self.name} failed on inputs of shape {tuple(x.shape[1:])} (C, H, W): {str(e).strip().splitlines()[0]}"
             ) from None
         finally:
-            self.model.train(was_training)
+            for m, training in modes:
+                m.training = training
 
 
-def load_target(path: str | os.PathLike, *, device="cpu") -> TorchTarget:
+def _query_device(model: nn.Module, device, name: str) -> torch.device:
+    lives = module_devices(model)
+    if device is None:
+        return lives[0] if lives else torch.device("cpu")
+    want = torch.device(device)
+    if lives and not any(same_device(d, want) for d in lives):
+        where = ", ".join(str(d) for d in lives)
+        raise IncompatibleModel(
+            f"{name} lives on {where} but the queries were asked to run on {want}: move the model there "
+            f"(model.to({str(want)!r})) or pass device={str(lives[0])!r}"
+        )
+    return want
+
+
+def load_target(path: str | os.PathLike, *, device="cpu", mean=None, std=None) -> TorchTarget:
     """A target from a backmark model checkpoint (.safetensors)."""
     from ..models.checkpoint import load_model
 
     model, meta = load_model(path, device=device)
-    return TorchTarget(model, device=device, input_shape=meta["input_shape"], num_classes=meta["num_classes"], name=str(path))
+    return TorchTarget(model, device=device, input_shape=meta["input_shape"], num_classes=meta["num_classes"], name=str(path),
+                       mean=mean, std=std)
 
 
 def read_export_metadata(raw: str | None, source: str) -> dict:

@@ -32,8 +32,8 @@ def _check_archive(p: Path) -> None:
         raise InvalidFile(f"{p}: not a TorchScript archive ({e})") from None
     if not any("/code/" in n for n in names):  # TorchScript keeps its program under code/; torch.save does not
         raise InvalidFile(
-            f"{p}: not a TorchScript archive (a torch.save file? backmark never unpickles modules; "
-            "export one with `backmark export --torchscript`)"
+            f"{p}: not a TorchScript archive but a torch.save file (backmark never unpickles modules): for a state dict, "
+            "give --model-factory MODULE:CALLABLE that builds its module (docs/user-models.md)"
         )
 
 

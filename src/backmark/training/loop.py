@@ -32,7 +32,7 @@ from torch import nn
 from ..data import Dataset, augment, num_batches
 from . import distributed
 from .config import EpochStats, Reporter, TrainConfig
-from .state import load_state, save_state
+from .state import check_resume, load_state, save_state
 
 DEVICE_DATA_FRACTION = 0.25  # data_on_device=None: keep the training set on the GPU if it takes at most this much of its free memory
 
@@ -120,6 +120,7 @@ def train(
     stop_when: Callable[[EpochStats], bool] | None = None,
     targets: torch.Tensor | None = None,
     batch_hook: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    run: dict | None = None,
 ) -> list[EpochStats]:
     """Train ``model`` in place; returns per-epoch stats.
 
@@ -132,7 +133,10 @@ def train(
     restricts which parameters are trained (the FTLL/RTLL attacks); the others are
     frozen while training. ``state_path``: where the full training state is saved after
     every epoch; with ``resume=True`` an existing state there is continued.
-    ``stop_when(stats)`` ends training early. Under torchrun this runs data-parallel:
+    ``stop_when(stats)`` ends training early. ``run``: what else defines the run (data, model,
+    key; JSON-able), saved in the state with the config; given it, a resume that changes either
+    is refused (:func:`~backmark.training.state.check_resume`; without it, a resume may extend
+    ``cfg.epochs``). Under torchrun this runs data-parallel:
     rank 0 alone saves the state and reports progress; the stats are global.
     """
     ctx = distributed.setup(device)
@@ -158,6 +162,8 @@ def train(
     start_epoch = 0
     state = _resume_state(state_path, ctx) if resume else None
     if state is not None:
+        if run is not None:  # the caller describes its run (train_file and embed_file always do): hold it to it
+            check_resume(state, cfg, run, state_path)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         history = [EpochStats(**h) for h in state["history"]]
@@ -209,6 +215,7 @@ def train(
                         "optimizer": opt.state_dict(),
                         "history": [h.as_dict() for h in history],
                         "config": cfg.to_dict(),
+                        "run": run or {},
                     },
                 )
             if reporter:

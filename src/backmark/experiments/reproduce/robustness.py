@@ -200,7 +200,7 @@ def _marked_models(run: _Run, s: int, full: Dataset, train_size, test_size) -> _
     nowm, _, s_nowm = _model(run, sd.folder / "models" / "nowm.safetensors", lambda p: train_file(
         data=data, model_name=run.model_name, cfg=cfg_s, out=p, force=True, device=run.device, reporter=run.reporter(f"NO-WM seed {s}")))
     sd.nowm_acc = evaluate_model(nowm, data.test_x, data.test_y, *next(iter(sd.keys.values())), alpha=cfg.alpha)["test_acc"]
-    for sc in cfg.schemes:
+    for sc in schemes:
         vcfg = train_config(cfg_s, sc.train, sc.name)
         m, h, secs = _model(run, sd.folder / "models" / f"victim-{_slug(sc.name)}.safetensors", lambda p, c=vcfg, sc=sc: train_file(
             data=data, model_name=run.model_name, cfg=c, out=p, keys=sd.keys[sc.name], force=True, device=run.device,
