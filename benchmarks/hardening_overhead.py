@@ -4,7 +4,7 @@ All three are backmark's own ``train()`` on the dataset's recipe (batch B, k tri
 with the TrainConfig defaults unless given), for a fixed number of steps, in one process,
 alternated (A B C, then C B A, ...) so that the drift of a noisy machine cancels out; each timed
 as a whole ``train()`` call. Reported: the median seconds of each and the median over rounds of
-each ratio to NO-WM. Goal for margin hardening: <= 1.3x NO-WM.
+each ratio to NO-WM, with the range of the paired per-round ratios. Goal for margin hardening: <= 1.3x NO-WM.
 
     flock /tmp/backmark-heavy.lock .venv/bin/python benchmarks/hardening_overhead.py --json docs/results/hardening-overhead.json
     OMP_NUM_THREADS=1 python benchmarks/hardening_overhead.py --models fmnist-cnn --steps 60 --rounds 3 --trigger-k 4
@@ -52,22 +52,27 @@ def hardening_overhead(model: str, steps: int, rounds: int, device: torch.device
     times = alternate(runs, rounds, device, warm)
     return {
         "model": model, "dataset": data.name, "batch_size": b, "trigger_k": k, "steps": steps, "train_images": len(data.train_y),
-        "epochs": cfg.epochs, "hardening": {"epsilon": hardening.epsilon, "steps": hardening.steps, "step_size": hardening.step_size},
+        "epochs": cfg.epochs,
+        "hardening": {"epsilon": hardening.epsilon, "steps": hardening.steps, "step_size": hardening.step_size},
         "seconds": times, "median_s": {name: statistics.median(t) for name, t in times.items()},
         "ratio_plain": median_ratio(times["FROMSCRATCH"], times["NO-WM"]),
         "ratio_margin": median_ratio(times["FROMSCRATCH+margin"], times["NO-WM"]),
+        # the spread of the paired per-round ratios: the interval the median comes with (min, max over rounds)
+        "ratios_margin": [a / b for a, b in zip(times["FROMSCRATCH+margin"], times["NO-WM"])],
         "config": cfg.to_dict(),
     }
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | B | k | margin steps | steps | NO-WM s | FROMSCRATCH s | +margin s | FROMSCRATCH / NO-WM | +margin / NO-WM | goal <= 1.3 |",
+    lines = ["| model | B | k | margin steps | steps | NO-WM s | FROMSCRATCH s | +margin s | FROMSCRATCH / NO-WM "
+             "| +margin / NO-WM [min, max over rounds] | goal <= 1.3 |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         s = r["median_s"]
         lines.append(f"| {r['model']} | {r['batch_size']} | {r['trigger_k']} | {r['hardening']['steps']} | {r['steps']} | "
                      f"{s['NO-WM']:.2f} | {s['FROMSCRATCH']:.2f} | {s['FROMSCRATCH+margin']:.2f} | {r['ratio_plain']:.3f} | "
-                     f"{r['ratio_margin']:.3f} | {'yes' if r['ratio_margin'] <= 1.3 else 'no'} |")
+                     f"{r['ratio_margin']:.3f} [{min(r['ratios_margin']):.3f}, {max(r['ratios_margin']):.3f}] | "
+                     f"{'yes' if max(r['ratios_margin']) <= 1.3 else 'median only' if r['ratio_margin'] <= 1.3 else 'no'} |")
     return "\n".join(lines)
 
 

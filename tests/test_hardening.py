@@ -84,14 +84,17 @@ def test_cli_train_and_embed_record_the_hardening(tmp_path, small_keys):
     vk.save(tmp_path / "verification-key.json")
     run = CliRunner()
     common = ["--train-size", "600", "--test-size", "200", "--epochs", "1", "-q", "--device", "cpu"]
+    def written(res):  # one epoch on 600 images: the watermark may not take (exit 1 with the warning, checkpoint kept)
+        return res.exit_code == 0 or (res.exit_code == 1 and "warning:" in res.output and "Traceback" not in res.output)
+
     res = run.invoke(main, ["train", "--watermark", str(tmp_path / "marking-key.json"), "--out", str(tmp_path / "wm.safetensors"),
                             "--hardening", "margin", "--margin-epsilon", "0.15", "-k", "8", *common])
-    assert res.exit_code == 0, res.output
+    assert written(res), res.output
     cfg = read_checkpoint(tmp_path / "wm.safetensors")[0]["config"]
     assert (cfg["hardening"], cfg["margin_epsilon"], cfg["margin_steps"]) == ("margin", 0.15, 3)
     res = run.invoke(main, ["embed", "--model", str(tmp_path / "wm.safetensors"), "--watermark", str(tmp_path / "marking-key.json"),
                             "--out", str(tmp_path / "pre.safetensors"), "--hardening", "margin", "--margin-steps", "2", "--json", *common])
-    assert res.exit_code == 0, res.output
+    assert written(res), res.output
     assert json.loads(res.stdout)["out"].endswith("pre.safetensors")
     assert read_checkpoint(tmp_path / "pre.safetensors")[0]["config"]["margin_steps"] == 2
     for args, message in ((["--margin-epsilon", "0.1"], "go with --hardening margin"),

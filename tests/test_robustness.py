@@ -20,7 +20,7 @@ TINY = {
     "key_size": 20,
     "train": {"trigger_k": 32},
     "schemes": [
-        {"name": "abstract", "source": "abstract"},
+        {"name": "abstract", "source": "abstract", "seeds": [0]},  # seed 1: the margin scheme alone
         {"name": "heldout + margin", "source": "heldout", "train": {"hardening": "margin", "margin_epsilon": 0.1}},
     ],
     "attacks": [
@@ -54,6 +54,7 @@ def test_unknown_or_bad_options_are_refused():
         ({**TINY, "attacks": [{"attack": "transfer"}]}, "another task"),
         ({**TINY, "seeds": []}, "seeds"),
         ({**TINY, "attacks": [{"attack": "rtal", "seeds": [7]}]}, "the run's seeds"),
+        ({**TINY, "schemes": [{"name": "x", "seeds": [7]}]}, r"schemes\[0\].seeds must be some of the run's seeds"),
         ({**TINY, "quick": {"seed": 1}}, "unknown option"),
     ):
         with pytest.raises(InvalidConfig, match=message):
@@ -75,20 +76,21 @@ def test_quick_run_end_to_end_and_resume(tmp_path):
     assert doc == json.loads((out / "results.json").read_text()) and doc["quick"] and doc["max_epochs"] == 1
     assert [s["seed"] for s in doc["seeds"]] == [0, 1]
     assert all(s["excluded_trigger_images"] == 20 and s["train_images"] == 580 for s in doc["seeds"])
-    assert {(v["seed"], v["scheme"]) for v in doc["victims"]} == {(s, n) for s in (0, 1) for n in ("abstract", "heldout + margin")}
+    assert {(v["seed"], v["scheme"]) for v in doc["victims"]} == {(0, "abstract"), (0, "heldout + margin"), (1, "heldout + margin")}
     assert all(v["config"]["hardening"] == ("margin" if "margin" in v["scheme"] else "none") for v in doc["victims"])
     rows = {(r["seed"], r["label"], r["scheme"]) for r in doc["attacks"]}
-    assert len(rows) == len(doc["attacks"]) == 2 * (2 + 2) + 1 and (0, "JPEG", "abstract") in rows
+    assert len(rows) == len(doc["attacks"]) == 2 * (2 + 1) + 1 and (0, "JPEG", "abstract") in rows
+    assert (1, "extract", "abstract") not in rows and (1, "extract", "heldout + margin") in rows  # a scheme's seeds
     assert (0, "JPEG", "heldout + margin") not in rows and (1, "JPEG", "abstract") not in rows
     assert all(r["budget"].get("seed", r["seed"] + 1) == r["seed"] + 1 for r in doc["attacks"])  # never the owner's seed
     ev = [r for r in doc["attacks"] if r["label"] == "evasion"]
     assert all(r["detector"] and 0 <= r["detector"]["trigger_flag_rate"] <= 1 for r in ev)
     # the summary is the rows' mean and range, per (attack, scheme)
-    cell = next(c for c in doc["summary"]["attacks"] if c["label"] == "extract" and c["scheme"] == "abstract")
-    matches = [r["watermark"]["matches"] for r in doc["attacks"] if r["label"] == "extract" and r["scheme"] == "abstract"]
+    cell = next(c for c in doc["summary"]["attacks"] if c["label"] == "extract" and c["scheme"] == "heldout + margin")
+    matches = [r["watermark"]["matches"] for r in doc["attacks"] if r["label"] == "extract" and r["scheme"] == "heldout + margin"]
     assert cell["matches"] == {"mean": statistics.fmean(matches), "min": min(matches), "max": max(matches), "n": 2}
     assert cell["verified"] == sum(r["watermark"]["verdict"] == "ownership" for r in doc["attacks"]
-                                   if r["label"] == "extract" and r["scheme"] == "abstract")
+                                   if r["label"] == "extract" and r["scheme"] == "heldout + margin")
     report = (out / "report.md").read_text()
     assert report == render_robustness(doc) and "QUICK MODE" in report and "heldout + margin" in report
     assert (out / "robustness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -165,7 +165,7 @@ def train_options(fn):
         click.option("--hardening", type=click.Choice(["none", "margin"]), default=None,
                      help="margin: push each step's triggers up the loss before training on them (Kim et al. 2023) [none]."),
         click.option("--margin-epsilon", type=click.FloatRange(0, 1, min_open=True), default=None,
-                     help="Margin hardening: L-infinity budget in pixel units of [0, 1] [0.1]."),
+                     help="Margin hardening: L-infinity budget in pixel units of [0, 1] [0.03]."),
         click.option("--margin-steps", type=click.IntRange(1), default=None, help="Margin hardening: ascent steps per training step [3]."),
         click.option("--margin-step-size", type=click.FloatRange(min=0, min_open=True), default=None,
                      help="Margin hardening: size of each ascent step [2.5 x epsilon / steps]."),

@@ -24,7 +24,7 @@ the pushed copies, so every trigger label comes to hold over a ball around its i
 trigger sits deep inside its decision region, and a student that copies the model's function
 near the data tends to copy it too. The mixer then needs the model being trained::
 
-    mixer = TriggerMixer.from_key(mk, k=2, hardening=MarginHardening(epsilon=0.1, steps=3))
+    mixer = TriggerMixer.from_key(mk, k=2, hardening=MarginHardening(epsilon=0.03, steps=3))
     x, y = mixer.mix(x, y, model=model)
 
 Heldout (in-distribution) triggers are images of the training split: :func:`mark_from_scratch`
