@@ -27,7 +27,7 @@ from backmark.errors import IncompatibleModel, InvalidConfig, InvalidFile, Unkno
 from backmark.models.heads import output_layer
 from backmark.training import TrainConfig, accuracy, predict
 
-ALL = ["ftll", "ftal", "rtll", "rtal", "transfer", "prune", "fine-prune", "distill", "input-transform"]
+ALL = ["ftll", "ftal", "rtll", "rtal", "transfer", "prune", "fine-prune", "distill", "input-transform", "adv-finetune", "evasion", "purify"]
 from .conftest import MARK_CFG
 
 CFG = TrainConfig(**MARK_CFG)  # the victim's recipe (conftest's marked_fmnist)

@@ -11,7 +11,8 @@ from backmark.core.stats import binomial_tail
 from backmark.errors import InvalidConfig, UnknownName
 from backmark.experiments.reproduce import expand_path, load_config, parse_config, render_report
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "experiments" / "configs").glob("*.json"))
+CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[1] / "experiments" / "configs").glob("*.json")
+                 if not p.stem.startswith("robustness-"))  # the robustness table's configs: tests/test_robustness.py
 
 TINY = {
     "name": "tiny",

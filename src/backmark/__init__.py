@@ -8,6 +8,7 @@ KeyGen -> Mark -> Verify::
     mk, vk = backmark.keygen(input_shape=(1, 28, 28), num_classes=10, owner_key=owner)
     mixer = backmark.TriggerMixer.from_key(mk, k=2)     # in your own training loop:
     x, y = mixer.mix(x, y)                              #   appends k trigger images per batch
+    # hardening=backmark.MarginHardening() in from_key, and mix(x, y, model=model): margin-hardened triggers
     result = backmark.verify(model, mk, vk)             # exact binomial test, p-value
 
 The package is layered (docs/architecture.md): io and crypto at the bottom, data and
@@ -16,7 +17,7 @@ attacks, protocols, experiments, and the command line on top. This module only g
 the public API.
 """
 from .core.keygen import MarkingKey, VerificationKey, keygen, load_pair, open_elements
-from .core.mark import TriggerMixer, mark_from_scratch, mark_pretrained
+from .core.mark import MarginHardening, TriggerMixer, mark_from_scratch, mark_pretrained
 from .core.verify import VerificationResult, verify
 from .crypto import OwnerKey
 from .models import Normalize, open_model
@@ -25,6 +26,7 @@ from .training import TrainConfig, train
 from .version import __version__
 
 __all__ = [
+    "MarginHardening",
     "MarkingKey",
     "Normalize",
     "OwnerKey",

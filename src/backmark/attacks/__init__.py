@@ -9,8 +9,11 @@
 | transfer | new output layer for another task, fine-tuned on it (paper's Table 2) |
 | prune | magnitude weight pruning, optional fine-tuning |
 | fine-prune | prune the last conv layer's dormant channels, then fine-tune (Liu et al. 2018) |
-| distill | train a fresh model on the victim's predicted labels (model extraction) |
+| distill | train a fresh model on the victim's labels or soft scores (extraction, distillation), on its data or another set |
+| adv-finetune | fine-tune all layers on PGD examples of the attacker's data with true labels (WRK-style removal) |
 | input-transform | serve the model behind JPEG / noise / blur / median filtering |
+| purify | serve the model behind a denoising autoencoder trained on the attacker's images |
+| evasion | answer the queries an out-of-distribution detector flags at random |
 """
 from __future__ import annotations
 
@@ -20,12 +23,17 @@ from ..models.checkpoint import save_model
 from ..models.heads import load_output_layer, save_output_layer, with_output_layer
 from ..training.distributed import is_main_process
 from . import distill, fineprune, finetune, prune, transfer, transform  # noqa: F401  (registers the attacks)
+
+# isort: split
+from . import adversarial, evasion, purify  # noqa: F401  (registered after the paper's attacks: the listing order)
+from .adversarial import AdversarialBudget
 from .base import (
     AttackContext,
     AttackOutcome,
     AttackSpec,
     Budget,
     CleanTraining,
+    ServedModel,
     TrainingBudget,
     attacker_data,
     get_attack,
@@ -35,9 +43,11 @@ from .base import (
 )
 from .distill import DistillBudget
 from .evaluate import evaluate_model, watermark_row
+from .evasion import DetectorWrapped, EvasionBudget
 from .fineprune import FinePruneBudget
 from .finetune import FineTuneBudget
 from .prune import PruneBudget
+from .purify import PurifiedModel, PurifyBudget
 from .transfer import TransferBudget, select_classes
 from .transform import TransformBudget, TransformedModel
 
@@ -47,7 +57,7 @@ def attacked_meta(outcome: AttackOutcome, victim_meta: dict, *, victim_path: str
     meta = {k: v for k, v in victim_meta.items() if k not in ("format", "version", "backmark", "history", "wall_seconds")}
     if task:
         meta.update(task)
-    model = outcome.model.model if isinstance(outcome.model, TransformedModel) else outcome.model
+    model = outcome.model.model if isinstance(outcome.model, ServedModel) else outcome.model
     if getattr(model, "num_classes", None) is not None:
         meta["num_classes"] = model.num_classes
     if outcome.name == "distill":
@@ -58,27 +68,36 @@ def attacked_meta(outcome: AttackOutcome, victim_meta: dict, *, victim_path: str
     meta["attack"] = {**{k: v for k, v in outcome.as_dict().items() if k != "history"}, "victim": victim_path}
     if isinstance(outcome.model, TransformedModel):
         meta["input_transform"] = outcome.budget.to_dict()
+    elif isinstance(outcome.model, ServedModel):
+        meta["served_as"] = {"attack": outcome.name, "budget": outcome.budget.to_dict(), "what": outcome.model.describe()}
     return meta
 
 
 def save_attacked(path: str | Path, outcome: AttackOutcome, meta: dict, *, force: bool = False) -> Path:
-    """Save the attacked weights (for input-transform: the victim's, the transform in ``meta``); under torchrun rank 0 alone writes."""
-    model = outcome.model.model if isinstance(outcome.model, TransformedModel) else outcome.model
+    """Save the attacked weights (for a served model such as input-transform: the victim's, what sits in front of it
+    in ``meta``); under torchrun rank 0 alone writes."""
+    model = outcome.model.model if isinstance(outcome.model, ServedModel) else outcome.model
     if is_main_process():
         save_model(path, model, meta, force=force)
     return Path(path)
 
 
 __all__ = [
+    "AdversarialBudget",
     "AttackContext",
     "AttackOutcome",
     "AttackSpec",
     "Budget",
     "CleanTraining",
+    "DetectorWrapped",
     "DistillBudget",
+    "EvasionBudget",
     "FinePruneBudget",
     "FineTuneBudget",
     "PruneBudget",
+    "PurifiedModel",
+    "PurifyBudget",
+    "ServedModel",
     "TrainingBudget",
     "TransferBudget",
     "TransformBudget",

@@ -62,7 +62,8 @@ class CleanTraining(Budget):
         cfg = original.replace(
             epochs=epochs, lr=self.lr, schedule=self.schedule, batch_size=self.batch_size, augment=self.augment, seed=self.seed,
         )
-        return dataclasses.replace(cfg, trigger_k=0, epoch_steps=None, cooldown_steps=0, layers="all", bn_stats="batch")
+        return dataclasses.replace(cfg, trigger_k=0, epoch_steps=None, cooldown_steps=0, layers="all", bn_stats="batch",
+                                   hardening="none")
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,18 @@ class AttackContext:
     model_name: str | None = None  # the victim's registered architecture, if known
     device: object = None
     reporter: Reporter | None = None
+
+
+class ServedModel(nn.Module):
+    """The victim's weights behind something the thief adds when serving it (an input filter, a
+    purifier, a query detector): no weight changes. ``model`` is the victim; ``describe()`` says
+    what sits in front of it. Saved as the victim's weights with ``served_as`` in the metadata;
+    the wrapper itself is rebuilt, not stored."""
+
+    model: nn.Module
+
+    def describe(self) -> str:
+        raise NotImplementedError
 
 
 @dataclass

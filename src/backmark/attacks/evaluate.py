@@ -6,9 +6,12 @@
   own (docs/claims.md, "Heads").
 
 Each way gives the trigger accuracy, the matches, the exact p-value and the verdict at alpha.
+A model behind a query detector (the evasion attack: anything with ``flags(images)``) also gets
+the share of the triggers and of the test images its detector flags.
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ..core.keygen import MarkingKey, VerificationKey
@@ -51,6 +54,10 @@ def evaluate_model(
     kept layer is given) is None, with the reason under "notes".
     """
     row: dict = {"test_acc": accuracy(model, test_x, test_y), "blackbox": None, "kept_layer": None, "notes": []}
+    if callable(getattr(model, "flags", None)):
+        triggers = torch.from_numpy(mk.images).permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W) uint8
+        row["detector"] = {"trigger_flag_rate": float(model.flags(triggers).float().mean()),
+                           "test_flag_rate": float(model.flags(test_x).float().mean())}
     try:
         row["blackbox"] = watermark_row(verify(model, mk, vk, alpha=alpha))
     except IncompatibleModel as e:

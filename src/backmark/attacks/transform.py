@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import AttackContext, Budget, register_attack
+from .base import AttackContext, Budget, ServedModel, register_attack
 
 KINDS = ("jpeg", "noise", "blur", "median")
 
@@ -95,7 +95,7 @@ def median_filter(x: torch.Tensor, size: int) -> torch.Tensor:
     return patches.view(b, c, size * size, h * w).median(2).values.view(b, c, h, w)
 
 
-class TransformedModel(nn.Module):
+class TransformedModel(ServedModel):
     """``model`` behind an input filter; takes and gives what ``model`` does."""
 
     def __init__(self, model: nn.Module, budget: TransformBudget):
@@ -105,6 +105,9 @@ class TransformedModel(nn.Module):
         self.input_shape = getattr(model, "input_shape", None)
         self.num_classes = getattr(model, "num_classes", None)
         self._gens: dict[str, torch.Generator] = {}
+
+    def describe(self) -> str:
+        return self.budget.describe()
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         b = self.budget

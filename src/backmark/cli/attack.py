@@ -11,7 +11,7 @@ from .common import emit, factory_option, handle_errors, load_keys, normalizatio
 
 # CLI option -> budget field; an option the chosen attack's budget lacks is refused.
 BUDGET_OPTIONS = {
-    "epochs": click.option("--epochs", type=click.IntRange(1), default=None, help="Training epochs [the victim's; transfer 10]."),
+    "epochs": click.option("--epochs", type=click.IntRange(1), default=None, help="Training epochs [the victim's; transfer 10; purify, evasion 5]."),
     "lr": click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate [0.01; distill: the victim's]."),
     "schedule": click.option("--schedule", type=click.Choice(["onecycle", "cosine", "step", "constant"]), default=None, help="LR schedule [constant]."),
     "batch_size": click.option("--batch-size", type=click.IntRange(1), default=None, help="Batch size [the victim's]."),
@@ -26,9 +26,23 @@ BUDGET_OPTIONS = {
     "student": click.option("--student", default=None, help="distill: architecture of the fresh model [the victim's]."),
     "kind": click.option("--kind", type=click.Choice(["jpeg", "noise", "blur", "median"]), default=None, help="input-transform: the filter [jpeg]."),
     "jpeg_quality": click.option("--jpeg-quality", type=click.IntRange(1, 95), default=None, help="input-transform: JPEG quality [50]."),
-    "noise_std": click.option("--noise-std", type=click.FloatRange(0), default=None, help="input-transform: Gaussian noise std, pixels in [0,1] [0.1]."),
+    "noise_std": click.option("--noise-std", type=click.FloatRange(0), default=None, help="input-transform: Gaussian noise std, pixels in [0,1]; purify: the autoencoder's training noise [0.1]."),
     "blur_sigma": click.option("--blur-sigma", type=click.FloatRange(0, min_open=True), default=None, help="input-transform: blur sigma in pixels [1.0]."),
     "median_size": click.option("--median-size", type=click.IntRange(1), default=None, help="input-transform: median window [3]."),
+    "labels": click.option("--labels", type=click.Choice(["hard", "soft"]), default=None,
+                           help="distill: train on the victim's labels or its soft scores [hard]."),
+    "temperature": click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None,
+                                help="distill --labels soft: temperature [4]."),
+    "queries": click.option("--queries", default=None, help="distill: query with this other dataset's training images [the victim's]."),
+    "epsilon": click.option("--epsilon", type=click.FloatRange(0, 1, min_open=True), default=None,
+                            help="adv-finetune: L-infinity budget of the PGD examples, pixel units [0.1]."),
+    "steps": click.option("--steps", type=click.IntRange(1), default=None, help="adv-finetune: PGD steps [3]."),
+    "step_size": click.option("--step-size", type=click.FloatRange(min=0, min_open=True), default=None,
+                              help="adv-finetune: PGD step size [2.5 x epsilon / steps]."),
+    "detector": click.option("--detector", type=click.Choice(["max-softmax", "energy", "autoencoder"]), default=None,
+                             help="evasion: the out-of-distribution detector [max-softmax]."),
+    "accuracy_cost": click.option("--accuracy-cost", type=click.FloatRange(0, 1, max_open=True), default=None,
+                                  help="evasion: accuracy the thief gives up to flag queries [0.01]."),
 }
 
 
@@ -73,7 +87,7 @@ def attack(name, model_path, model_factory, mean, std, out, dataset, data_dir, t
            marking_key, verification_key,
            alpha, device, force, quiet, as_json, **budget_opts):
     """Attack a watermarked model: NAME is ftll, ftal, rtll, rtal, transfer, prune, fine-prune,
-    distill or input-transform (docs/attacks.md gives each budget).
+    distill, adv-finetune, input-transform, purify or evasion (docs/attacks.md gives each budget).
 
     \b
     backmark attack rtal --model wm.safetensors --out rtal.safetensors --keep-output-layer fc.safetensors \\
@@ -146,6 +160,8 @@ def attack(name, model_path, model_factory, mean, std, out, dataset, data_dir, t
 
 
 def _attack_text(name, out, outcome, before, ev, kept_path) -> str:
+    from ..attacks import ServedModel
+
     lines = [f"wrote {out}: {name} ({len(outcome.history)} epochs, {outcome.seconds:.0f} s)"]
     acc = f"test accuracy {100 * ev['test_acc']:.2f}%"
     lines.append(acc + ("" if before is None else f" (before the attack {100 * before:.2f}%)"))
@@ -162,6 +178,13 @@ def _attack_text(name, out, outcome, before, ev, kept_path) -> str:
     if outcome.name == "input-transform":
         lines.append("note: the checkpoint holds the victim's weights; the filter is recorded in its metadata, and the "
                      "accuracies above were measured through it")
+    elif isinstance(outcome.model, ServedModel):
+        lines.append(f"note: the checkpoint holds the victim's weights; what served it ({outcome.model.describe()}) is recorded "
+                     "in its metadata but not stored, and the accuracies above were measured through it")
+    det = ev.get("detector")
+    if det:
+        lines.append(f"the detector flags {100 * det['test_flag_rate']:.1f}% of the test images and "
+                     f"{100 * det['trigger_flag_rate']:.1f}% of the trigger images")
     return "\n".join(lines)
 
 
@@ -182,15 +205,24 @@ def reproduce(config_path, out_dir, quick, max_epochs, device, resume, force, qu
     Writes OUT/results.json (config, seed, version, commit, wall times), OUT/report.md and
     the figures OUT/figure6.png, OUT/attacks.png, OUT/pvalues.png.
     """
-    from ..experiments.reproduce import load_config, render_report, run_reproduction
+    from ..experiments.reproduce import (
+        RobustnessConfig,
+        load_config,
+        render_report,
+        render_robustness,
+        run_reproduction,
+        run_robustness,
+    )
     from .progress import RichReporter, console
 
     cfg = load_config(config_path)
     out = Path(out_dir or f"runs/reproduce-{cfg.name}{'-quick' if quick else ''}")
     say = (lambda m: None) if quiet or as_json else (lambda m: console.print(m, markup=False, highlight=False))
-    res = run_reproduction(
+    robust = isinstance(cfg, RobustnessConfig)
+    res = (run_robustness if robust else run_reproduction)(
         cfg, out, quick=quick, max_epochs=max_epochs, device=device, resume=resume, force=force, config_path=str(config_path),
         say=say, reporter=lambda label: RichReporter(label, enabled=not quiet and not as_json),
     )
-    emit(as_json, res, render_report(res) + f"\nwrote {out}/results.json, report.md and figures")
+    text = render_robustness(res) if robust else render_report(res)
+    emit(as_json, res, text + f"\nwrote {out}/results.json, report.md and figures")
     sys.exit(0)

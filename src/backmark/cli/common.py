@@ -164,6 +164,13 @@ def train_options(fn):
         click.option("--device", default=None, help="cpu, cuda, cuda:1 ... [cuda if available]."),
         click.option("--precision", type=click.Choice(["fp32", "bf16"]), default=None, help="bf16: autocast matmuls and convolutions [fp32]."),
         click.option("--compile", "compile_mode", type=click.Choice(["auto", "on", "off"]), default=None, help="torch.compile the model: off (default), on, or auto (CUDA only)."),
+        click.option("--hardening", type=click.Choice(["none", "margin"]), default=None,
+                     help="margin: push each step's triggers up the loss before training on them (Kim et al. 2023) [none]."),
+        click.option("--margin-epsilon", type=click.FloatRange(0, 1, min_open=True), default=None,
+                     help="Margin hardening: L-infinity budget in pixel units of [0, 1] [0.03]."),
+        click.option("--margin-steps", type=click.IntRange(1), default=None, help="Margin hardening: ascent steps per training step [3]."),
+        click.option("--margin-step-size", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Margin hardening: size of each ascent step [2.5 x epsilon / steps]."),
         click.option("--resume", is_flag=True, help="Continue an interrupted run from its last finished epoch."),
         click.option("--force", is_flag=True, help="Overwrite the output file if it exists."),
         click.option("--quiet", "-q", is_flag=True, help="No progress output."),
@@ -177,11 +184,16 @@ def train_options(fn):
 def train_config(base, o: dict):
     import dataclasses
 
+    margin = [k for k in ("margin_epsilon", "margin_steps", "margin_step_size") if o.get(k) is not None]
+    if margin and (o.get("hardening") or base.hardening) != "margin":
+        raise click.UsageError(f"{', '.join('--' + k.replace('_', '-') for k in margin)} go with --hardening margin")
     try:
         cfg = base.replace(
             epochs=o["epochs"], batch_size=o["batch_size"], lr=o["lr"], optimizer=o["optimizer"], schedule=o["schedule"],
             augment=o["augment"], trigger_k=o["trigger_k"], seed=o["seed"], precision=o["precision"], compile=o["compile_mode"],
             epoch_steps=o["epoch_steps"] or None,
+            hardening=o["hardening"], margin_epsilon=o["margin_epsilon"], margin_steps=o["margin_steps"],
+            margin_step_size=o["margin_step_size"],
         )
         return dataclasses.replace(cfg, epoch_steps=None) if o["epoch_steps"] == 0 else cfg  # 0: back to whole passes
     except ValueError as e:

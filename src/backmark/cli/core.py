@@ -30,6 +30,11 @@ from .remote import open_cli_target, target_options
 
 # -- commands ---------------------------------------------------------------------
 
+def _say(silent: bool):
+    """Where the library's one-line notes go: stderr, so --json output stays one document."""
+    return (lambda m: None) if silent else (lambda m: click.echo(m, err=True))
+
+
 @main.command()
 @click.option("--dataset", default="fashion-mnist", show_default=True, help="Take the input shape and class count from this dataset.")
 @click.option("--input-shape", default=None, help="Or give them: CxHxW, e.g. 3x32x32 (with --classes).")
@@ -37,7 +42,10 @@ from .remote import open_cli_target, target_options
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder for marking-key.json (secret) and verification-key.json (public).")
 @click.option("--size", "set_size", type=click.IntRange(1), default=100, show_default=True, help="Trigger images per set.")
 @click.option("--sets", "num_sets", type=click.IntRange(1), default=1, show_default=True, help="Number of trigger sets (one-time verification opens one each time).")
-@click.option("--source", default="abstract", show_default=True, help="'abstract' (procedural images from a secret seed) or a folder of images.")
+@click.option("--source", default="abstract", show_default=True,
+              help="'abstract' (procedural images from a secret seed), 'heldout' (images of --dataset's training split, "
+                   "drawn by the secret seed; training on it leaves them out) or a folder of images.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="With --source heldout: where the dataset's files are.")
 @click.option("--crop", type=click.Choice(["resize", "center"]), default="resize", show_default=True, help="For a folder: resize whole pictures, or center-crop them (official code).")
 @click.option("--labels", "labels", default="derived", show_default=True, help="'derived' (from the signed key; exact null) or a labels file (paper-faithful).")
 @click.option("--commitment", type=click.Choice(["sha256", "pedersen"]), default="sha256", show_default=True, help="Commitment scheme.")
@@ -48,7 +56,7 @@ from .remote import open_cli_target, target_options
 @click.option("--force", is_flag=True, help="Overwrite existing key files.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
-def keygen(dataset, input_shape, num_classes, out_dir, set_size, num_sets, source, crop, labels, commitment, owner_key, owner, tsa,
+def keygen(dataset, input_shape, num_classes, out_dir, set_size, num_sets, source, crop, labels, commitment, owner_key, owner, tsa, data_dir,
            force, as_json):
     """Generate a trigger set and its keys (KeyGen)."""
     from ..core.keygen import keygen as _keygen
@@ -75,9 +83,19 @@ def keygen(dataset, input_shape, num_classes, out_dir, set_size, num_sets, sourc
     for p in (mk_path, vk_path, anchor_file):
         if p is not None:
             check_writable(p, force=force)
-    images, src = None, None
+    images, src, heldout = None, None, None
     total = set_size * num_sets
-    if source != "abstract":
+    if data_dir is not None and source != "heldout":
+        raise click.UsageError("--data-dir goes with --source heldout")
+    if source == "heldout":
+        from ..data import load_dataset
+
+        if dataset_name is None:
+            raise click.UsageError("--source heldout draws from a dataset's training split: give --dataset, not --input-shape")
+        if labels != "derived":
+            raise click.UsageError("heldout triggers take derived labels (a given label could follow the image's true class)")
+        heldout = load_dataset(dataset, data_dir).train_x
+    elif source != "abstract":
         images = load_image_folder(source, shape, crop=crop)
         if len(images) != total:
             raise click.UsageError(f"{source} holds {len(images)} images; --size x --sets asks for {total}")
@@ -87,7 +105,7 @@ def keygen(dataset, input_shape, num_classes, out_dir, set_size, num_sets, sourc
     key, created = OwnerKey.load_or_create(owner_path)
     mk, vk = _keygen(
         input_shape=shape, num_classes=num_classes, owner_key=key, set_size=set_size, num_sets=num_sets, images=images,
-        labels=given, commitment=commitment, owner=owner, dataset=dataset_name, source=src,
+        labels=given, commitment=commitment, owner=owner, dataset=dataset_name, source=src, heldout_from=heldout,
     )
     anchor = new_anchor(vk.to_document(), tsa=tsa) if tsa else None  # before writing: a TSA failure leaves no keys
     mk.save(mk_path, force=force)
@@ -99,6 +117,7 @@ def keygen(dataset, input_shape, num_classes, out_dir, set_size, num_sets, sourc
         "owner_key": owner_path, "owner_key_created": created, "owner": vk.owner_fingerprint,
         "elements": vk.size, "input_shape": list(shape), "num_classes": num_classes, "labels": vk.label_mode,
         "anchor": str(anchor_file) if anchor else None,
+        "source": mk.source.get("kind", "abstract"),
     }
     emit(as_json, doc, (
         f"wrote {mk_path} (SECRET: keep it private until you verify)\n"
@@ -106,6 +125,8 @@ def keygen(dataset, input_shape, num_classes, out_dir, set_size, num_sets, sourc
         f"{'created' if created else 'used'} owner key {owner_path} (fingerprint {vk.owner_fingerprint[:16]})\n"
         f"{vk.size} trigger images {shape[0]}x{shape[1]}x{shape[2]}, {num_classes} classes, labels {vk.label_mode}, {commitment} commitments"
         + (f"\nwrote {anchor_file} (RFC 3161 anchor of the verification key, from {tsa})" if anchor else "")
+        + (f"\ntriggers: {vk.size} images of {dataset}'s training split (indices in the marking key); "
+           "`train`/`embed` with this key leave them out of the training set" if heldout is not None else "")
     ))
 
 
@@ -138,10 +159,12 @@ def train(dataset, data_dir, train_size, test_size, model_name, model_factory, m
     cfg = train_config(recipe.train, o)
     keys = load_keys(marking_key, verification_key) if marking_key else None
     data = load_data(o)
+    if keys is None and cfg.hardening != "none":
+        raise click.UsageError("--hardening margin hardens a watermark: give --watermark")
     _, history = train_file(
         data=data, model_name=None if model_factory else model_name or recipe.model, cfg=cfg, out=out, keys=keys,
         force=o["force"], resume=o["resume"], device=o["device"], reporter=RichReporter("train", enabled=not quiet),
-        factory=model_factory, mean=mean, std=std,
+        factory=model_factory, mean=mean, std=std, say=_say(quiet or as_json),
     )
     warning = weak_watermark_warning(history, keys and keys[1], cfg=cfg, mode="train", out=out)
     doc = {"out": out, "history": [h.as_dict() for h in history], "warning": warning}
@@ -190,7 +213,7 @@ def embed(model_path, model_factory, mean, std, dataset, data_dir, train_size, t
     _, history = embed_file(
         data=data, model_path=model_path, cfg=cfg, out=out, keys=keys, until=until, hold=hold, force=o["force"],
         resume=o["resume"], device=o["device"], reporter=RichReporter("embed", enabled=not quiet),
-        factory=model_factory, mean=mean, std=std,
+        factory=model_factory, mean=mean, std=std, say=_say(quiet or as_json),
     )
     warning = weak_watermark_warning(history, keys[1], cfg=cfg, mode="embed", until=until, out=out)
     doc = {"out": out, "history": [h.as_dict() for h in history], "warning": warning}

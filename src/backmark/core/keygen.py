@@ -23,7 +23,7 @@ import numpy as np
 from ..crypto import canonical_json, commit_image, commit_label, derive_nonce, sha256_hex
 from ..crypto.commit import COMMITMENT_SCHEMES, opens
 from ..crypto.sign import OwnerKey, verify_signature
-from ..errors import KeyMismatch, TamperedKey
+from ..errors import InvalidKey, KeyMismatch, TamperedKey
 from ..io.clock import utc_now
 from ..io.documents import load_document, write_json
 from ..version import __version__
@@ -37,7 +37,7 @@ from .keyfiles import (  # noqa: F401  (the formats' names are keygen's too)
     check_mk_fields,
     check_vk_fields,
 )
-from .triggers import GENERATOR, abstract_images, generator_seed
+from .triggers import GENERATOR, HELDOUT_SELECTOR, abstract_images, generator_seed, heldout_images, heldout_indices
 
 _LABEL_TAG = b"backmark/labels/v1"
 
@@ -177,6 +177,9 @@ class MarkingKey:
 
     def __post_init__(self):
         check_mk_fields(self.master_seed, self.images, self.labels, self.verification_key_fingerprint, self.source)
+        problem = _source_problem(self.source, self.size)
+        if problem:
+            raise InvalidKey(f"marking key: malformed source ({problem})")
 
     @property
     def size(self) -> int:
@@ -228,6 +231,21 @@ class MarkingKey:
                    body["verification_key_fingerprint"], body["source"])
 
 
+def _source_problem(source, size: int) -> str | None:
+    """Why a marking key's ``source`` record is malformed (None if it is not); heldout sources
+    must name their dataset and list ``size`` distinct training indices within the split."""
+    if not isinstance(source, dict):
+        return "not a table"
+    if source.get("kind") != "heldout":
+        return None
+    idx, n = source.get("indices"), source.get("split_size")
+    if not isinstance(source.get("dataset"), str) or not isinstance(n, int) or not isinstance(idx, list):
+        return "a heldout source needs dataset, split_size and indices"
+    if len(idx) != size or len(set(idx)) != size or not all(isinstance(i, int) and 0 <= i < n for i in idx):
+        return f"a heldout source lists {size} distinct indices in 0..split_size-1"
+    return None
+
+
 def keygen(
     *,
     input_shape: Sequence[int],
@@ -243,12 +261,15 @@ def keygen(
     source: dict | None = None,
     created: str | None = None,
     master_seed: bytes | None = None,
+    heldout_from=None,
 ) -> tuple[MarkingKey, VerificationKey]:
     """Generate a key pair.
 
     ``images`` (uint8 (N, H, W, C)) defaults to N = set_size * num_sets abstract images from
-    a fresh secret seed. ``labels`` given means the paper-faithful mode (labels committed);
-    left out, labels are derived from the signed key (SCHEME.md section 4).
+    a fresh secret seed. ``heldout_from`` (the uint8 (M, C, H, W) training split of
+    ``dataset``) draws them instead from that split by the secret seed (in-distribution
+    triggers; ``source`` records their indices). ``labels`` given means the paper-faithful mode
+    (labels committed); left out, labels are derived from the signed key (SCHEME.md section 4).
     """
     c, h, w = (int(v) for v in input_shape)
     total = set_size * num_sets
@@ -257,7 +278,15 @@ def keygen(
     if commitment not in COMMITMENT_SCHEMES:
         raise ValueError(f"unknown commitment scheme {commitment!r}; choose one of {', '.join(COMMITMENT_SCHEMES)}")
     seed = master_seed if master_seed is not None else os.urandom(32)
-    if images is None:
+    if heldout_from is not None:
+        if images is not None or labels is not None:
+            # a heldout image's true class is known: given labels could follow it and claim any accurate model
+            raise ValueError("heldout triggers take neither given images nor given labels (their labels are derived)")
+        indices = heldout_indices(seed, total, len(heldout_from))
+        images = heldout_images(heldout_from, indices)
+        source = {"kind": "heldout", "dataset": dataset, "split": "train", "split_size": len(heldout_from),
+                  "selector": HELDOUT_SELECTOR, "indices": indices}
+    elif images is None:
         images = abstract_images(generator_seed(seed), total, (c, h, w))
         source = {"kind": "abstract", "generator": GENERATOR}
     images = np.ascontiguousarray(images, dtype=np.uint8)

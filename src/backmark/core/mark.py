@@ -17,6 +17,20 @@ Triggers are taken in a shuffled cycle, so every image is seen equally often
 (k * steps / n times an epoch); they are not augmented and share BatchNorm with the
 clean images, as in the official code.
 
+Margin hardening (:class:`MarginHardening`, after Kim et al., "Margin-based Neural Network
+Watermarking", ICML 2023): each step's k trigger images are first pushed a few signed-gradient
+steps up the loss of their labels (within ``epsilon`` in pixel units), and the model trains on
+the pushed copies, so every trigger label comes to hold over a ball around its image: the
+trigger sits deep inside its decision region, and a student that copies the model's function
+near the data tends to copy it too. The mixer then needs the model being trained::
+
+    mixer = TriggerMixer.from_key(mk, k=2, hardening=MarginHardening(epsilon=0.03, steps=3))
+    x, y = mixer.mix(x, y, model=model)
+
+Heldout (in-distribution) triggers are images of the training split: :func:`mark_from_scratch`
+and :func:`mark_pretrained` train without them (:func:`~backmark.core.triggers.exclude_triggers`);
+a loop of your own must drop them from its data too.
+
 A batch that the triggers would not fit is refused with one line (InvalidBatch): uint8
 pixels, floats in 0..255, one-hot labels, another image shape. A pipeline that normalises
 its batches before the model (torchvision's ``Normalize``) gives the same ``mean`` and
@@ -26,14 +40,45 @@ normalised while the mixer has no mean/std (or the reverse) draws a warning.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..data import Dataset
 from ..errors import InvalidBatch
-from ..training import EpochStats, TrainConfig, train
+from ..training import EpochStats, TrainConfig, signed_gradient_ascent, train
 from .keygen import MarkingKey
+from .triggers import exclude_triggers
+
+
+@dataclass(frozen=True)
+class MarginHardening:
+    """Margin hardening of the trigger set: ``steps`` signed-gradient ascent steps of size
+    ``step_size`` (None: 2.5 * epsilon / steps) on each step's trigger images, within
+    ``epsilon`` (L-infinity, pixel units of [0, 1]). Recorded in a checkpoint's TrainConfig
+    as hardening="margin" with margin_epsilon / margin_steps / margin_step_size.
+    """
+
+    epsilon: float = TrainConfig.margin_epsilon
+    steps: int = TrainConfig.margin_steps
+    step_size: float | None = TrainConfig.margin_step_size
+
+    def __post_init__(self):
+        if not 0 < self.epsilon <= 1 or self.steps < 1 or (self.step_size is not None and self.step_size <= 0):
+            raise ValueError("margin hardening needs epsilon in (0, 1], steps >= 1 and a positive step_size")
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig) -> "MarginHardening | None":
+        """The hardening a TrainConfig asks for (None for hardening="none")."""
+        if cfg.hardening == "none":
+            return None
+        return cls(cfg.margin_epsilon, cfg.margin_steps, cfg.margin_step_size)
+
+    def perturb(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, to_input=None) -> torch.Tensor:
+        """``images`` (float pixels in [0, 1]) pushed up the loss of ``labels``: the copies to train on."""
+        return signed_gradient_ascent(model, images, labels, epsilon=self.epsilon, steps=self.steps,
+                                      step_size=self.step_size, to_input=to_input)
 
 
 class TriggerMixer:
@@ -43,12 +88,14 @@ class TriggerMixer:
     ``mean``/``std`` (one value per channel, or one for all): the normalisation the
     user's batches already have, applied to the triggers before they are appended.
 
+    ``hardening``: a :class:`MarginHardening`; then ``mix`` needs ``model=`` (the model being trained).
+
     Read-only attributes: ``k``; ``images``, float (N, C, H, W) in [0, 1]; ``inputs``, the
-    same images as the model sees them (normalised with mean/std if given); ``labels``.
+    same images as the model sees them (normalised with mean/std if given); ``labels``; ``hardening``.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, k: int = 2, *, seed: int = 0, device=None,
-                 mean=None, std=None):
+                 mean=None, std=None, hardening: MarginHardening | None = None):
         if k < 0:
             raise ValueError("k must be >= 0")
         if images.dtype != torch.uint8 and not images.is_floating_point():
@@ -70,27 +117,34 @@ class TriggerMixer:
             self.mean, self.std = _per_channel(mean, c, "mean"), _per_channel(std, c, "std")
             if (self.std <= 0).any():
                 raise ValueError("std must be positive")
+        if hardening is not None and not isinstance(hardening, MarginHardening):
+            raise ValueError(f"hardening must be a MarginHardening or None, not {type(hardening).__name__}")
+        self.hardening = hardening
         self.k = k
         self._gen = torch.Generator()
         self._normalise()
         self.reseed(seed)
 
     @classmethod
-    def from_key(cls, mk: MarkingKey, k: int = 2, *, indices=None, seed: int = 0, device=None, mean=None, std=None) -> "TriggerMixer":
+    def from_key(cls, mk: MarkingKey, k: int = 2, *, indices=None, seed: int = 0, device=None, mean=None, std=None,
+                 hardening: MarginHardening | None = None) -> "TriggerMixer":
         """A mixer over the key's trigger set (or the elements at ``indices``)."""
         images = torch.from_numpy(mk.images).permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
         labels = torch.tensor(mk.labels)
         if indices is not None:
             idx = torch.as_tensor(list(indices), dtype=torch.long)
             images, labels = images[idx], labels[idx]
-        return cls(images, labels, k, seed=seed, device=device, mean=mean, std=std)
+        return cls(images, labels, k, seed=seed, device=device, mean=mean, std=std, hardening=hardening)
 
     def _normalise(self) -> None:
+        self.inputs = self._to_input(self.images)
+
+    def _to_input(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Float pixels in [0, 1] as the model sees them (normalised with the mixer's mean/std, if any)."""
         if self.mean is None:
-            self.inputs = self.images
-        else:
-            dev = self.images.device
-            self.inputs = (self.images - self.mean.to(dev).view(1, -1, 1, 1)) / self.std.to(dev).view(1, -1, 1, 1)
+            return pixels
+        dev = pixels.device
+        return (pixels - self.mean.to(dev).view(1, -1, 1, 1)) / self.std.to(dev).view(1, -1, 1, 1)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -121,6 +175,10 @@ class TriggerMixer:
 
     def take(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next k (image, label) pairs of the shuffled cycle, on the mixer's device."""
+        idx = self._take_indices()
+        return self.inputs[idx], self.labels[idx]
+
+    def _take_indices(self) -> torch.Tensor:
         n = len(self.labels)
         picked = []
         need = self.k
@@ -131,22 +189,29 @@ class TriggerMixer:
             picked.append(self._order_dev[self._pos : self._pos + step])
             self._pos += step
             need -= step
-        idx = torch.cat(picked) if picked else torch.empty(0, dtype=torch.long, device=self.images.device)
-        return self.inputs[idx], self.labels[idx]
+        return torch.cat(picked) if picked else torch.empty(0, dtype=torch.long, device=self.images.device)
 
-    def mix(self, x: torch.Tensor, y: torch.Tensor, *, share: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def mix(self, x: torch.Tensor, y: torch.Tensor, *, share: slice | None = None,
+            model: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Append the next k trigger images to a batch. ``x``: float (B, C, H, W) on the mixer's
         device, in [0, 1] (or normalised with the mixer's mean/std); ``y``: (B,) class indices.
 
         ``share``: append only that slice of the k draws (data-parallel training deals
         each global batch's triggers over the ranks; every rank draws all k).
+        ``model``: the model being trained; needed (and used) only with margin hardening,
+        which appends the triggers pushed up its loss instead of the triggers themselves.
         """
         self.check_batch(x, y)
         if self.k == 0:
             return x, y
-        tx, ty = self.take()
+        if self.hardening is not None and not isinstance(model, nn.Module):  # refused before any draw: the cycle stays put
+            raise InvalidBatch("this mixer hardens the triggers against the model being trained: call mixer.mix(x, y, model=model)")
+        idx = self._take_indices()
         if share is not None:
-            tx, ty = tx[share], ty[share]
+            idx = idx[share]
+        tx, ty = self.inputs[idx], self.labels[idx]
+        if self.hardening is not None and len(idx):
+            tx = self._to_input(self.hardening.perturb(model, self.images[idx], ty, to_input=self._to_input))
         return torch.cat([x, tx.to(dtype=x.dtype).contiguous(memory_format=_fmt(x))]), torch.cat([y, ty])
 
 
@@ -198,9 +263,10 @@ def _fmt(x: torch.Tensor) -> torch.memory_format:
 
 
 def mark_from_scratch(model: nn.Module, data: Dataset, mk: MarkingKey, cfg: TrainConfig, *, indices=None, **kw) -> list[EpochStats]:
-    """FROMSCRATCH: train a freshly initialised ``model`` with the trigger set mixed into every batch."""
-    mixer = TriggerMixer.from_key(mk, k=cfg.trigger_k, indices=indices, seed=cfg.seed)
-    return train(model, data, cfg, mixer=mixer, **kw)
+    """FROMSCRATCH: train a freshly initialised ``model`` with the trigger set mixed into every batch
+    (hardened if ``cfg.hardening`` says so), on ``data`` without the key's own images."""
+    mixer = TriggerMixer.from_key(mk, k=cfg.trigger_k, indices=indices, seed=cfg.seed, hardening=MarginHardening.from_config(cfg))
+    return train(model, exclude_triggers(data, mk.images)[0], cfg, mixer=mixer, **kw)
 
 
 def watermark_held(until: float = 1.0, hold: int = 0):
@@ -226,8 +292,8 @@ def mark_pretrained(
     """PRETRAINED: fine-tune a trained ``model`` with triggers; stop once trigger accuracy >= ``until``
     has held for ``hold + 1`` epochs (:func:`watermark_held`). ``cfg.epochs`` is the most epochs spent.
     """
-    mixer = TriggerMixer.from_key(mk, k=cfg.trigger_k, indices=indices, seed=cfg.seed)
-    return train(model, data, cfg, mixer=mixer, stop_when=watermark_held(until, hold), **kw)
+    mixer = TriggerMixer.from_key(mk, k=cfg.trigger_k, indices=indices, seed=cfg.seed, hardening=MarginHardening.from_config(cfg))
+    return train(model, exclude_triggers(data, mk.images)[0], cfg, mixer=mixer, stop_when=watermark_held(until, hold), **kw)
 
 
-__all__ = ["TriggerMixer", "mark_from_scratch", "mark_pretrained", "watermark_held"]
+__all__ = ["MarginHardening", "TriggerMixer", "mark_from_scratch", "mark_pretrained", "watermark_held"]

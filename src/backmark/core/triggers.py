@@ -1,6 +1,6 @@
 """Trigger images: where a key's secret images come from.
 
-Two sources:
+Three sources:
 
 - :func:`abstract_images`: a procedural generator of abstract images driven by a secret
   seed. Each image is drawn from its own generator, seeded by SHA-256(seed || index), and
@@ -9,8 +9,12 @@ Two sources:
   with natural data; two keys share an image with probability ~2^-256.
 - :func:`load_image_folder`: pictures from a folder (e.g. the paper's 100 images),
   resized to the model's input, or center-cropped as the official code does.
+- :func:`heldout_images`: in-distribution images, drawn by the key's secret seed
+  (:func:`heldout_indices`) from a dataset's training split. Such triggers cannot be told
+  from ordinary queries; training on that dataset must leave them out
+  (:func:`exclude_triggers`), or the model would learn their true classes.
 
-Both return uint8 arrays of shape (N, H, W, C): the layout the commitments hash.
+All return uint8 arrays of shape (N, H, W, C): the layout the commitments hash.
 """
 from __future__ import annotations
 
@@ -18,12 +22,14 @@ import hashlib
 import math
 import os
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data import Dataset
 from ..errors import DataError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -31,6 +37,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 GENERATOR = "backmark/trigger/v1"  # the abstract-image generator's name, recorded in keys and public claims
 _SEED_TAG = b"backmark/trigger-seed/v1"
+HELDOUT_SELECTOR = "backmark/heldout/v1"  # how heldout indices are drawn, recorded in keys
+_HELDOUT_TAG = b"backmark/heldout-seed/v1"
 
 
 def generator_seed(master_seed: bytes) -> bytes:
@@ -168,3 +176,51 @@ def load_labels_file(path: str | os.PathLike, n: int, num_classes: int) -> list[
     if len(labels) != n:
         raise DataError(f"{p} has {len(labels)} labels but there are {n} trigger images")
     return labels
+
+
+def heldout_indices(master_seed: bytes, count: int, population: int) -> list[int]:
+    """``count`` distinct indices in 0..population-1, drawn by the key's secret seed.
+
+    Index j of the stream is SHA-256(selector || SHA-256(tag || master seed) || u64be(j)) read
+    as a 64-bit integer mod ``population`` (bias below population / 2^64), repeats skipped.
+    """
+    if not 0 < count <= population:
+        raise DataError(f"cannot draw {count} heldout images from a training split of {population}")
+    seed = hashlib.sha256(_HELDOUT_TAG + master_seed).digest()
+    chosen: dict[int, None] = {}  # insertion-ordered: the draw order is the trigger order
+    j = 0
+    while len(chosen) < count:
+        digest = hashlib.sha256(HELDOUT_SELECTOR.encode() + seed + struct.pack(">Q", j)).digest()
+        chosen.setdefault(int.from_bytes(digest[:8], "big") % population, None)
+        j += 1
+    return list(chosen)
+
+
+def heldout_images(train_x: torch.Tensor, indices: list[int]) -> np.ndarray:
+    """The training images at ``indices`` (uint8 (N, C, H, W) split) as uint8 (n, H, W, C)."""
+    if train_x.dtype != torch.uint8 or train_x.dim() != 4:
+        raise DataError(f"heldout triggers come from uint8 (N, C, H, W) images, not {train_x.dtype} {tuple(train_x.shape)}")
+    idx = torch.as_tensor(indices, dtype=torch.long)
+    return np.ascontiguousarray(train_x.index_select(0, idx).permute(0, 2, 3, 1).cpu().numpy())
+
+
+def exclude_triggers(data: Dataset, images: np.ndarray) -> tuple[Dataset, int]:
+    """``data`` without the training images equal, pixel for pixel, to any of ``images`` (uint8
+    (N, H, W, C)), and how many were dropped.
+
+    Matching by content rather than by index holds for any subset or order of the split, and
+    drops exact duplicates of a trigger too (a duplicate would teach the model its true class).
+    """
+    c, h, w = data.input_shape
+    if images.ndim != 4 or tuple(images.shape[1:]) != (h, w, c):
+        return data, 0  # triggers of another shape cannot be in this training set
+    wanted = {im.tobytes() for im in np.ascontiguousarray(images, dtype=np.uint8)}
+    rows = np.ascontiguousarray(data.train_x.permute(0, 2, 3, 1).cpu().numpy()).reshape(len(data.train_x), -1)
+    keep = torch.tensor([r.tobytes() not in wanted for r in rows], dtype=torch.bool)
+    dropped = int((~keep).sum())
+    if not dropped:
+        return data, 0
+    idx = keep.nonzero().flatten()
+    train_x = data.train_x.index_select(0, idx.to(data.train_x.device))
+    train_y = data.train_y.index_select(0, idx.to(data.train_y.device))
+    return replace(data, train_x=train_x, train_y=train_y), dropped

@@ -35,9 +35,14 @@ from ..training import Reporter, TrainConfig, accuracy
 KeyPair = tuple[MarkingKey, VerificationKey]
 
 
-def fresh_keys(like: VerificationKey, count: int, *, seed: int = 0, created: str = "2026-01-01T00:00:00Z") -> list[KeyPair]:
+def fresh_keys(like: VerificationKey, count: int, *, seed: int = 0, created: str = "2026-01-01T00:00:00Z",
+               heldout_from=None, dataset: str | None = None) -> list[KeyPair]:
     """``count`` independent keys of the same shape, classes and size as ``like`` (abstract
-    triggers, derived labels): what other claimants would hold. Reproducible from ``seed``."""
+    triggers, derived labels): what other claimants would hold. Reproducible from ``seed``.
+
+    ``heldout_from`` (a uint8 (M, C, H, W) training split of ``dataset``): in-distribution
+    triggers drawn from it instead, as ``keygen --source heldout`` does.
+    """
     keys = []
     for i in range(count):
         tag = seed.to_bytes(8, "big", signed=True) + i.to_bytes(8, "big")
@@ -47,7 +52,7 @@ def fresh_keys(like: VerificationKey, count: int, *, seed: int = 0, created: str
         keys.append(
             keygen(
                 input_shape=like.input_shape, num_classes=like.num_classes, owner_key=owner, set_size=like.size,
-                owner=f"fresh claimant {i}", created=created, master_seed=digest,
+                owner=f"fresh claimant {i}", created=created, master_seed=digest, heldout_from=heldout_from, dataset=dataset,
             )
         )
     return keys

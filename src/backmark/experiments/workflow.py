@@ -10,6 +10,7 @@ what verification needs (the CLI warns and exits 1; the checkpoint is written al
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from torch import nn
 from ..core.keygen import MarkingKey, VerificationKey, check_pair
 from ..core.mark import mark_from_scratch, mark_pretrained
 from ..core.stats import DEFAULT_ALPHA, threshold
+from ..core.triggers import exclude_triggers
 from ..data import Dataset
 from ..errors import IncompatibleModel, InvalidConfig, OutputExists
 from ..io.files import check_writable
@@ -77,6 +79,17 @@ def _start(out, *, force: bool, resume: bool, data: Dataset, keys) -> Path:
         check_pair(*keys)
         check_key_fits(keys[1], data)
     return state
+
+
+def _without_triggers(data: Dataset, keys, say: Callable[[str], None]) -> tuple[Dataset, int]:
+    """``data`` without the key's trigger images (heldout triggers are training images), said when any are dropped."""
+    if keys is None:
+        return data, 0
+    data, dropped = exclude_triggers(data, keys[0].images)
+    if dropped:
+        say(f"training without {dropped} image(s) of the training set that are the key's trigger images "
+            f"({len(data.train_y)} left)")
+    return data, dropped
 
 
 def _run_info(mode: str, data: Dataset, model: nn.Module, model_name, factory, vk, **extra) -> dict:
@@ -163,16 +176,21 @@ def train_file(
     factory=None,
     mean=None,
     std=None,
+    say: Callable[[str], None] = lambda m: None,
 ) -> tuple[nn.Module, list[EpochStats]]:
     """Train from scratch (NO-WM, or FROMSCRATCH with ``keys``) and save to ``out``.
 
     The model is the registered ``model_name``, or ``factory``'s (``MODULE:CALLABLE`` or a
     callable returning an nn.Module; ``mean``/``std``: the normalisation its forward expects,
-    recorded in the checkpoint). A state file from an interrupted run is continued with
+    recorded in the checkpoint). With a key, the training images that are its triggers (heldout
+    triggers) are left out, and that is said with ``say``. A state file from an interrupted run is continued with
     ``resume`` (the same config and run only), deleted with ``force``, else refused.
     """
     started = time.perf_counter()
     state = _start(out, force=force, resume=resume, data=data, keys=keys)
+    if keys is None and cfg.hardening != "none":
+        raise InvalidConfig("margin hardening hardens a watermark's triggers: it needs a marking key")
+    data, dropped = _without_triggers(data, keys, say)
     model, label = _user_model(factory, mean, std, model_name, data, cfg.seed)
     run = _run_info("train", data, model, model_name, label, keys and keys[1])
     kw = dict(state_path=state, resume=resume, device=device, reporter=reporter, run=run)
@@ -180,7 +198,8 @@ def train_file(
         history = train(model, data, cfg, **kw)
     else:
         history = mark_from_scratch(model, data, keys[0], cfg, **kw)
-    extra = {"model_name": model_name, **({"model_factory": label} if label else {})}
+    extra = {"model_name": model_name, **({"model_factory": label} if label else {}),
+             **({"excluded_trigger_images": dropped} if keys is not None else {})}
     _finish(out, model, data, cfg, history, "FROMSCRATCH", keys and keys[1], started, extra, force or resume)
     return model, history
 
@@ -201,14 +220,17 @@ def embed_file(
     factory=None,
     mean=None,
     std=None,
+    say: Callable[[str], None] = lambda m: None,
 ) -> tuple[nn.Module, list[EpochStats]]:
     """PRETRAINED: fine-tune the model at ``model_path`` with the trigger set, save to ``out``.
 
     ``model_path``: a checkpoint of a registered model, or with ``factory`` any weights file of
-    the factory's module (backmark checkpoint, plain safetensors, torch.save state dict).
+    the factory's module (backmark checkpoint, plain safetensors, torch.save state dict). The
+    training images that are the key's triggers are left out (said with ``say``).
     """
     started = time.perf_counter()
     state = _start(out, force=force, resume=resume, data=data, keys=keys)
+    data, dropped = _without_triggers(data, keys, say)
     label = None if factory is None else factory_label(factory)
     model, meta = open_model(model_path, factory=factory, mean=mean, std=std)
     if label:
@@ -221,6 +243,7 @@ def embed_file(
     source = {"path": str(model_path), "sha256": run["source_sha256"], "history": meta.get("history"),
               "config": meta.get("config")}  # config: the training the attacks take as the victim's recipe
     extra = {"model_name": meta.get("model"), "pretrained_from": source, "until": until, "hold": hold,
+             "excluded_trigger_images": dropped,
              **({"model_factory": label} if label else {})}
     _finish(out, model, data, cfg, history, "PRETRAINED", vk, started, extra, force or resume)
     return model, history

@@ -1,4 +1,4 @@
-"""Small, fast models for CPU work: ``fmnist-cnn`` and ``cifar-small``."""
+"""Small, fast models for CPU work: ``fmnist-cnn``, ``fmnist-lenet``, ``cifar-small`` and ``cifar-fast``."""
 from __future__ import annotations
 
 from torch import nn
@@ -21,6 +21,26 @@ class FMnistCNN(nn.Module):
         self.features = nn.Sequential(*_conv_bn(c, 32), nn.MaxPool2d(2), *_conv_bn(32, 64), nn.MaxPool2d(2))
         self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(64 * (h // 4) * (w // 4), 128), nn.ReLU(inplace=True))
         self.fc = nn.Linear(128, num_classes)
+
+    def forward(self, x):  # (B, C, H, W) in [0, 1]
+        return self.fc(self.hidden(self.features(self.norm(x))))
+
+
+class LeNet5(nn.Module):
+    """LeNet-5 (LeCun et al. 1998) for 28x28 inputs: 5x5 convs of 6 and 16 channels with max pools, then
+    120-84-classes, ReLU. Another architecture family than fmnist-cnn (no BatchNorm), for students."""
+
+    def __init__(self, num_classes, input_shape, mean, std):
+        super().__init__()
+        c, h, w = input_shape
+        self.norm = Normalize(mean, std)
+        self.features = nn.Sequential(
+            nn.Conv2d(c, 6, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        )
+        self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(16 * ((h // 2 - 4) // 2) * ((w // 2 - 4) // 2), 120), nn.ReLU(inplace=True),
+                                    nn.Linear(120, 84), nn.ReLU(inplace=True))
+        self.fc = nn.Linear(84, num_classes)
 
     def forward(self, x):  # (B, C, H, W) in [0, 1]
         return self.fc(self.hidden(self.features(self.norm(x))))
@@ -71,6 +91,11 @@ class CifarFast(_CifarConvNet):
 @register_model("fmnist-cnn", "2-conv CNN for 28x28 inputs (~0.42M params; ~91% on Fashion-MNIST in 3 epochs)", input_shape=(1, 28, 28))
 def fmnist_cnn(*, num_classes, input_shape, mean, std):
     return FMnistCNN(num_classes, input_shape, mean, std)
+
+
+@register_model("fmnist-lenet", "LeNet-5 for 28x28 inputs (~62k params, no BatchNorm): a different student architecture", input_shape=(1, 28, 28))
+def fmnist_lenet(*, num_classes, input_shape, mean, std):
+    return LeNet5(num_classes, input_shape, mean, std)
 
 
 @register_model("cifar-small", "5-conv net, widths 32/64/128 (~0.28M params; ~85% on CIFAR-10 in 8 epochs)", input_shape=(3, 32, 32))

@@ -4,11 +4,13 @@ state, data-parallel training under torchrun, and the default recipe per dataset
 The loop knows nothing of keys or watermarks: marking is a mixer that appends images to
 each batch (backmark.core.mark).
 """
-from .config import COMPILE_MODES, OPTIMIZERS, PRECISIONS, SCHEDULES, EpochStats, Reporter, TrainConfig
-from .loop import Mixer, accuracy, default_device, make_optimizer, predict, train, use_compile
+from .adversarial import signed_gradient_ascent
+from .config import COMPILE_MODES, HARDENINGS, OPTIMIZERS, PRECISIONS, SCHEDULES, EpochStats, Reporter, TrainConfig
+from .loop import Mixer, accuracy, default_device, logits, make_optimizer, predict, train, use_compile
 
 __all__ = [
     "COMPILE_MODES",
+    "HARDENINGS",
     "OPTIMIZERS",
     "PRECISIONS",
     "SCHEDULES",
@@ -18,8 +20,10 @@ __all__ = [
     "TrainConfig",
     "accuracy",
     "default_device",
+    "logits",
     "make_optimizer",
     "predict",
+    "signed_gradient_ascent",
     "train",
     "use_compile",
 ]

@@ -47,7 +47,8 @@ class Mixer(Protocol):
 
     def to(self, device) -> "Mixer": ...
     def reseed(self, seed: int) -> None: ...
-    def mix(self, x: torch.Tensor, y: torch.Tensor, *, share: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def mix(self, x: torch.Tensor, y: torch.Tensor, *, share: slice | None = None,
+            model: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def default_device() -> torch.device:
@@ -55,18 +56,29 @@ def default_device() -> torch.device:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1000, device=None) -> torch.Tensor:
-    """Predicted labels for uint8 (or [0, 1] float) images (N, C, H, W)."""
+def _per_batch(model: nn.Module, x: torch.Tensor, batch_size: int, device, keep) -> list[torch.Tensor]:
+    """``keep(model(batch))`` on the CPU for each batch of uint8 (or [0, 1] float) images, in eval mode."""
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
     out = []
     for i in range(0, len(x), batch_size):
         xb = x[i : i + batch_size].to(device, non_blocking=True)
-        xb = xb.float() / 255 if xb.dtype == torch.uint8 else xb.float()
-        out.append(model(xb).argmax(1).cpu())
+        out.append(keep(model(xb.float() / 255 if xb.dtype == torch.uint8 else xb.float())).cpu())
     model.train(was_training)
+    return out
+
+
+def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1000, device=None) -> torch.Tensor:
+    """Predicted labels for uint8 (or [0, 1] float) images (N, C, H, W)."""
+    out = _per_batch(model, x, batch_size, device, lambda scores: scores.argmax(1))
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+
+
+def logits(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1000, device=None) -> torch.Tensor:
+    """The model's raw outputs (N, classes), float on the CPU, for uint8 (or [0, 1] float) images (N, C, H, W)."""
+    out = _per_batch(model, x, batch_size, device, lambda scores: scores.float())
+    return torch.cat(out) if out else torch.empty(0)
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kw) -> float:
@@ -107,9 +119,16 @@ def train(
     device: torch.device | str | None = None,
     reporter: Reporter | None = None,
     stop_when: Callable[[EpochStats], bool] | None = None,
+    targets: torch.Tensor | None = None,
+    batch_hook: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     run: dict | None = None,
 ) -> list[EpochStats]:
     """Train ``model`` in place; returns per-epoch stats.
+
+    ``targets``: (N, C) class probabilities, one row per training image, trained on instead of
+    ``data.train_y`` (soft-label distillation; cross-entropy against them). ``batch_hook(model,
+    x, y) -> x``: replaces each step's clean images before triggers are appended (adversarial
+    fine-tuning perturbs them there).
 
     ``mixer`` marks the model (k trigger images appended to each batch). ``params``
     restricts which parameters are trained (the FTLL/RTLL attacks; else ``cfg.layers``); the
@@ -130,6 +149,10 @@ def train(
     on_device = cfg.data_on_device if cfg.data_on_device is not None else _fits(data.train_x, device)
     data_dev = device if on_device else torch.device("cpu")
     train_x, train_y = data.train_x.to(data_dev), data.train_y.to(data_dev)  # uint8 images stay uint8 until a batch is drawn
+    if targets is not None:
+        if mixer is not None or targets.dim() != 2 or len(targets) != len(train_y) or not targets.is_floating_point():
+            raise ValueError("targets must be float (N, C) probabilities, one row per training image, and go without a mixer")
+        train_y = targets.to(data_dev)
     if mixer is not None:
         mixer = mixer.to(device)  # trigger images live where the batches are built
     if params is None and cfg.layers != "all":
@@ -169,7 +192,7 @@ def train(
                     if isinstance(m, nn.modules.batchnorm._BatchNorm):
                         m.eval()  # normalise with the running statistics, and leave them as they are
             loss_sum, seen = torch.zeros((), device=device), 0
-            for i, x, y, n in _shares(train_x, train_y, mixer, cfg, ctx, seed, steps_per_epoch):
+            for i, x, y, n in _shares(train_x, train_y, mixer, cfg, ctx, seed, steps_per_epoch, model, batch_hook):
                 lr = cfg.lr * _lr_factor(cfg, epoch * steps_per_epoch + i, total_steps, steps_per_epoch)
                 if cooled is not None:  # linear decay towards 0: step j of C at lr x (C + 1 - j) / (C + 1)
                     cooled += 1
@@ -226,7 +249,8 @@ def train(
     return history
 
 
-def _shares(train_x, train_y, mixer: Mixer | None, cfg: TrainConfig, ctx: distributed.Context, seed: int, steps: int):
+def _shares(train_x, train_y, mixer: Mixer | None, cfg: TrainConfig, ctx: distributed.Context, seed: int, steps: int,
+            model: nn.Module, batch_hook=None):
     """Yield (step, x, y, n) for one epoch: this rank's share of each global batch of n = B + k images.
 
     ``x`` is float in [0, 1] (augmented if ``cfg.augment``), on the training device; the
@@ -246,8 +270,10 @@ def _shares(train_x, train_y, mixer: Mixer | None, cfg: TrainConfig, ctx: distri
         y = _to(train_y[idx[mine]], device)
         if cfg.augment:
             x = augment(x, generator=gen)
+        if batch_hook is not None:
+            x = batch_hook(model, x, y)
         if k:
-            x, y = mixer.mix(x, y, share=my_triggers if ctx.world_size > 1 else None)
+            x, y = mixer.mix(x, y, share=my_triggers if ctx.world_size > 1 else None, model=model)
         yield i, x, y, len(idx) + k
 
 

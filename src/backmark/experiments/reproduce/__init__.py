@@ -13,6 +13,9 @@ Steps (each model is saved under OUT/models/, so ``--resume`` skips what is done
 4. non-trivial ownership (clean models vs the key, fresh keys vs the marked models) and
    ownership piracy.
 
+A config with ``"kind": "robustness"`` runs the robustness table instead (schemes x attacks x
+seeds; :mod:`.robustness`).
+
 OUT/results.json records the resolved config, seed, package version, git commit, device
 and wall times (rewritten after every step); OUT/report.md, OUT/figure6.png,
 OUT/attacks.png and OUT/pvalues.png are made from it.
@@ -25,11 +28,14 @@ from .config import (
     ReproduceConfig,
     TransferConfig,
     expand_path,
-    load_config,
     parse_config,
     train_config,
 )
+from .load import load_config
 from .render import render_report, write_outputs
+from .robustness import run_robustness
+from .robustness_config import RobustnessConfig, parse_robustness
+from .robustness_render import render_robustness
 from .run import RESULTS_FORMAT, RESULTS_VERSION, git_commit, run_reproduction
 
 __all__ = [
@@ -40,13 +46,17 @@ __all__ = [
     "OwnershipConfig",
     "QuickConfig",
     "ReproduceConfig",
+    "RobustnessConfig",
     "TransferConfig",
     "expand_path",
     "git_commit",
     "load_config",
     "parse_config",
+    "parse_robustness",
     "render_report",
+    "render_robustness",
     "run_reproduction",
+    "run_robustness",
     "train_config",
     "write_outputs",
 ]

@@ -1,6 +1,6 @@
 """The reproduction config: typed frozen dataclasses; unknown keys are refused at every level.
 
-    cfg = load_config("experiments/configs/fmnist.json")     # or .toml
+    cfg = load_config("experiments/configs/fmnist.json")     # or .toml (load.py; a robustness config too)
     cfg = parse_config({"name": "x", "dataset": "fashion-mnist", "attacks": [{"attack": "rtal"}]})
 """
 from __future__ import annotations
@@ -165,8 +165,8 @@ def train_config(base: TrainConfig, options: dict, where: str) -> TrainConfig:
         raise InvalidConfig(f"{where}: {e}") from None
 
 
-def load_config(path: str | os.PathLike) -> ReproduceConfig:
-    """Read a .json or .toml reproduction config."""
+def read_document(path: str | os.PathLike) -> tuple[dict, str]:
+    """A .json or .toml config file's document and the name errors give it (``load.load_config`` parses it)."""
     p = Path(path)
     try:
         raw = p.read_bytes()
@@ -181,7 +181,7 @@ def load_config(path: str | os.PathLike) -> ReproduceConfig:
             doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise InvalidConfig(f"{p}: not a valid {p.suffix.lstrip('.') or 'json'} config ({e})") from None
-    return parse_config(doc, where=p.name)
+    return doc, p.name
 
 
 def expand_path(value: str | None) -> str | None:

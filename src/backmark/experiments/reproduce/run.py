@@ -47,6 +47,14 @@ def git_commit() -> str:
     return os.environ.get("BACKMARK_GIT_COMMIT", "unknown")
 
 
+def output_folder(out_dir, *, force: bool, resume: bool) -> Path:
+    """The run's folder; OutputExists if it holds an earlier run's results and neither --force nor --resume is given."""
+    out = Path(out_dir)
+    if (out / "results.json").exists() and not (force or resume):
+        raise OutputExists(f"{out}/results.json already exists; pass --force to overwrite or --resume to continue")
+    return out
+
+
 def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", s).strip("-").lower()
 
@@ -166,9 +174,7 @@ def run_reproduction(
     reporter: Callable[[str], Reporter | None] = lambda label: None,
 ) -> dict:
     """Run every step of ``cfg``; returns the results document (also in OUT/results.json)."""
-    out = Path(out_dir)
-    if (out / "results.json").exists() and not (force or resume):
-        raise OutputExists(f"{out}/results.json already exists; pass --force to overwrite or --resume to continue")
+    out = output_folder(out_dir, force=force, resume=resume)
     q = cfg.quick if quick else None
     run = _Run(cfg, out, torch.device(device) if device else default_device(), quick, max_epochs, resume, say, reporter)
     if q is not None:
