@@ -74,7 +74,8 @@ def test_epoch_steps_options():
     from backmark.training import TrainConfig
 
     base = TrainConfig(epoch_steps=10)
-    opts = dict.fromkeys(["epochs", "batch_size", "lr", "optimizer", "schedule", "augment", "trigger_k", "precision"])
+    opts = dict.fromkeys(["epochs", "batch_size", "lr", "optimizer", "schedule", "augment", "trigger_k", "precision",
+                          "hardening", "margin_epsilon", "margin_steps", "margin_step_size"])
     opts["compile_mode"] = None
     assert train_config(base, {**opts, "seed": 0, "epoch_steps": None}).epoch_steps == 10  # the recipe's
     assert train_config(base, {**opts, "seed": 0, "epoch_steps": 25}).epoch_steps == 25

@@ -163,7 +163,6 @@ def train(
     steps_per_epoch = num_batches(len(train_y), cfg.batch_size, drop_last=False)
     if cfg.epoch_steps is not None:  # a short epoch: the first epoch_steps batches of the epoch's permutation
         steps_per_epoch = min(steps_per_epoch, cfg.epoch_steps)
-    total_steps = cfg.epochs * steps_per_epoch
     history: list[EpochStats] = []
     start_epoch = 0
     state = _resume_state(state_path, ctx) if resume else None
@@ -176,8 +175,7 @@ def train(
         start_epoch = state["epoch"]
     net = ctx.wrap(model)
     net = torch.compile(net) if use_compile(cfg, device) else net
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else nullcontext()
-    cooled = None  # cool-down steps taken, once stop_when has fired (cfg.cooldown_steps > 0)
+    step = _Stepper(net, opt, cfg, ctx, fmt, steps_per_epoch, reporter)
     try:
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
@@ -186,33 +184,11 @@ def train(
                 mixer.reseed(seed)
             if reporter:
                 reporter.start_epoch(epoch + 1, cfg.epochs, steps_per_epoch)
-            model.train()
-            if cfg.bn_stats == "frozen":
-                for m in model.modules():
-                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                        m.eval()  # normalise with the running statistics, and leave them as they are
-            loss_sum, seen = torch.zeros((), device=device), 0
-            for i, x, y, n in _shares(train_x, train_y, mixer, cfg, ctx, seed, steps_per_epoch, model, batch_hook):
-                lr = cfg.lr * _lr_factor(cfg, epoch * steps_per_epoch + i, total_steps, steps_per_epoch)
-                if cooled is not None:  # linear decay towards 0: step j of C at lr x (C + 1 - j) / (C + 1)
-                    cooled += 1
-                    lr *= (cfg.cooldown_steps + 1 - cooled) / (cfg.cooldown_steps + 1)
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                with autocast:
-                    summed = F.cross_entropy(net(x.contiguous(memory_format=fmt)), y, reduction="sum", label_smoothing=cfg.label_smoothing)
-                loss = summed * (ctx.world_size / n)  # DDP averages over ranks: the mean over the global batch of n
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                loss_sum += summed.detach()
-                seen += len(y)
-                if reporter:
-                    reporter.step(loss.item() if i % 20 == 0 else float("nan"))
-                if cooled is not None and cooled >= cfg.cooldown_steps:
-                    break
+            _train_mode(model, cfg)
+            shares = _shares(train_x, train_y, mixer, cfg, ctx, seed, steps_per_epoch, model, batch_hook)
+            loss_sum, seen, lr = step.epoch(epoch, shares)
             ctx.sync_buffers(model)
-            total_loss, total_seen = ctx.all_sum([loss_sum.item(), seen])
+            total_loss, total_seen = ctx.all_sum([loss_sum, seen])
             stats = EpochStats(
                 epoch=epoch + 1,
                 train_loss=total_loss / max(total_seen, 1),
@@ -223,30 +199,69 @@ def train(
             )
             history.append(stats)
             if state_path is not None and ctx.is_main:
-                save_state(
-                    state_path,
-                    {
-                        "epoch": epoch + 1,
-                        "model": model.state_dict(),
-                        "optimizer": opt.state_dict(),
-                        "history": [h.as_dict() for h in history],
-                        "config": cfg.to_dict(),
-                        "run": run or {},
-                    },
-                )
+                save_state(state_path, {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                        "history": [h.as_dict() for h in history], "config": cfg.to_dict(), "run": run or {}})
             if reporter:
                 reporter.end_epoch(stats)
-            if cooled is not None and cooled >= cfg.cooldown_steps:
-                break  # cooled down
-            if cooled is None and stop_when is not None and stop_when(stats):
+            if step.cooled_down:
+                break
+            if step.cooled is None and stop_when is not None and stop_when(stats):
                 if not cfg.cooldown_steps:
                     break
-                cooled = 0  # settle first: cfg.cooldown_steps more steps at a falling learning rate, then stop
+                step.cooled = 0  # settle first: cfg.cooldown_steps more steps at a falling learning rate, then stop
     finally:
         for p in frozen:
             p.requires_grad_(True)
     model.eval()
     return history
+
+
+def _train_mode(model: nn.Module, cfg: TrainConfig) -> None:
+    model.train()
+    if cfg.bn_stats == "frozen":
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()  # normalise with the running statistics, and leave them as they are
+
+
+class _Stepper:
+    """The optimizer steps of one epoch: learning rate (schedule, then the cool-down), loss, update, progress."""
+
+    def __init__(self, net, opt, cfg: TrainConfig, ctx: distributed.Context, fmt, steps_per_epoch: int, reporter):
+        self.net, self.opt, self.cfg, self.ctx, self.fmt, self.reporter = net, opt, cfg, ctx, fmt, reporter
+        self.steps_per_epoch, self.total_steps = steps_per_epoch, cfg.epochs * steps_per_epoch
+        self.cooled: int | None = None  # cool-down steps taken, once stop_when has fired (cfg.cooldown_steps > 0)
+        self.autocast = torch.autocast(ctx.device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else nullcontext()
+
+    @property
+    def cooled_down(self) -> bool:
+        return self.cooled is not None and self.cooled >= self.cfg.cooldown_steps
+
+    def epoch(self, epoch: int, shares) -> tuple[float, int, float]:
+        """Train on ``shares``; this rank's (summed loss, images seen) and the last learning rate."""
+        cfg, ctx = self.cfg, self.ctx
+        loss_sum, seen, lr = torch.zeros((), device=ctx.device), 0, cfg.lr
+        for i, x, y, n in shares:
+            lr = cfg.lr * _lr_factor(cfg, epoch * self.steps_per_epoch + i, self.total_steps, self.steps_per_epoch)
+            if self.cooled is not None:  # linear decay towards 0: step j of C at lr x (C + 1 - j) / (C + 1)
+                self.cooled += 1
+                lr *= (cfg.cooldown_steps + 1 - self.cooled) / (cfg.cooldown_steps + 1)
+            for group in self.opt.param_groups:
+                group["lr"] = lr
+            with self.autocast:
+                summed = F.cross_entropy(self.net(x.contiguous(memory_format=self.fmt)), y, reduction="sum",
+                                         label_smoothing=cfg.label_smoothing)
+            loss = summed * (ctx.world_size / n)  # DDP averages over ranks: the mean over the global batch of n
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            loss_sum += summed.detach()
+            seen += len(y)
+            if self.reporter:
+                self.reporter.step(loss.item() if i % 20 == 0 else float("nan"))
+            if self.cooled_down:
+                break
+        return loss_sum.item(), seen, lr
 
 
 def _shares(train_x, train_y, mixer: Mixer | None, cfg: TrainConfig, ctx: distributed.Context, seed: int, steps: int,
