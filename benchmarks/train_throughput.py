@@ -1,9 +1,9 @@
-"""Training throughput: backmark's pipeline vs the official code's style, and vs the limit.
+"""Training throughput: backmark's pipeline against the official code's style, and against the limit.
 
 Three ways to train the same model on the same images, batch 100 + k = 2 trigger images:
 
 - ``backmark``: ``backmark.training.train`` with a key's TriggerMixer (uint8 tensors in memory,
-  batched augmentation, triggers appended by slicing), timed as a whole call (steps, then
+  batched augmentation, triggers appended by slicing), timed as a whole call (the steps, then
   the end-of-epoch evaluation on 200 test images and the 100 triggers);
 - ``official-wN``: the style of the official code (github adiyoss/WatermarkNN, trainer.py
   and helpers/loaders.py), written here without torchvision: a ``DataLoader`` with N workers
@@ -14,13 +14,16 @@ Three ways to train the same model on the same images, batch 100 + k = 2 trigger
 - ``limit``: the model's forward + backward + optimizer step alone, on float batches of
   100 + 2 images already on the device, in backmark's memory format and precision.
 
-Runs alternate in one process; throughput is images (clean + trigger) per second, ratios
-are medians over rounds. Goals: backmark / official >= 2, backmark / limit >= 0.9. Then
-the embedding overhead (FROMSCRATCH vs NO-WM, from ``embed_overhead.py``).
+All arms run in one process, paired and interleaved (:mod:`_harness`: each round every arm once,
+in a random order; warm-up discarded; rounds until each ratio is resolved to +-3% or the budget
+is spent). Reported per arm: images/s (clean + trigger, median round) and backmark's speed over
+its speed with a 95% interval, in wall and in CPU time. Goals: backmark / official >= 2,
+backmark / limit >= 0.9. Then the embedding overhead (``embed_overhead.py``), unless --no-overhead.
 
-    flock /tmp/backmark-heavy.lock .venv/bin/python benchmarks/train_throughput.py --workers 0 2
-    python benchmarks/train_throughput.py --device cuda --synthetic --steps 400 --workers 4 8   # on a GPU
+    flock /tmp/backmark-heavy.lock python benchmarks/train_throughput.py --json out.json
+    python benchmarks/train_throughput.py --device cuda --synthetic --steps 200 --workers 4 8 --json out.json   # on a GPU
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,31 +34,22 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 import torch.nn.functional as F
-from embed_overhead import (
-    DATASET_OF,
-    add_common_args,
-    alternate,
-    bench_data,
-    default_steps,
-    embed_overhead,
-    environment,
-    epochs_for,
-    median_ratio,
-    new_model,
-    overhead_table,
-    speed_config,
-    sync,
-    trigger_mixer,
-)
+from _harness import cpu, environment, interleave, interval_text, ratio_interval, rounds_of, verdict_both, wall
+from embed_overhead import DATASET_OF, add_common_args, bench_data, embed_overhead, new_model, speed_config, trigger_mixer
+from embed_overhead import STEPS as OVERHEAD_STEPS
+from embed_overhead import markdown as overhead_markdown
 from PIL import Image
 
 from backmark.training import TrainConfig, make_optimizer, train, use_compile
-from backmark.training.recipes import recipe_for
 
 BATCH, K = 100, 2  # the official code's batch and triggers per batch
+STEPS = {"fmnist-cnn": 15, "cifar-fast": 4, "cifar-small": 3, "resnet18-cifar": 2}  # steps per timed unit on this CPU
+GOALS = {"official": 2.0, "limit": 0.9}  # backmark's speed over the pipeline's, at least
+RESOLUTION = 0.03
 
 
 # -- the official code's style of pipeline -------------------------------------------
+
 
 class PerSampleImages(torch.utils.data.Dataset):
     """Like torchvision's CIFAR10: uint8 arrays in memory, a PIL image made per sample, then transforms."""
@@ -118,11 +112,14 @@ def official_epoch(model, data, mixer, steps: int, workers: int, augment: bool, 
     """One 'epoch' of ``steps`` batches in the official code's style."""
     to_tensor = ToTensorNormalize(data.mean, data.std)
     transform = Compose(RandomCropFlip(), to_tensor) if augment else to_tensor
-    loader = torch.utils.data.DataLoader(PerSampleImages(hwc(data.train_x), data.train_y.numpy(), transform),
-                                         batch_size=BATCH, shuffle=True, num_workers=workers)
+    loader = torch.utils.data.DataLoader(
+        PerSampleImages(hwc(data.train_x), data.train_y.numpy(), transform), batch_size=BATCH, shuffle=True, num_workers=workers
+    )
     # trigger images: a per-sample dataset, loaded once per epoch into device-resident batches of K
     trig = (mixer.images * 255).round().to(torch.uint8).cpu()
-    wm = torch.utils.data.DataLoader(PerSampleImages(hwc(trig), mixer.labels.cpu().numpy(), to_tensor), batch_size=K, shuffle=True)
+    wm = torch.utils.data.DataLoader(
+        PerSampleImages(hwc(trig), mixer.labels.cpu().numpy(), to_tensor), batch_size=K, shuffle=True
+    )
     wm_inputs, wm_targets = zip(*[(x.to(device), y.to(device)) for x, y in wm])
     opt = make_optimizer(model.parameters(), TrainConfig(lr=0.05))
     model.train()
@@ -146,6 +143,7 @@ def official_epoch(model, data, mixer, steps: int, workers: int, augment: bool, 
 
 # -- the limit: forward + backward + step on batches already on the device ---------------
 
+
 def limit_steps(model, data, steps: int, cfg: TrainConfig, device: torch.device) -> None:
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=fmt).train()
@@ -158,7 +156,6 @@ def limit_steps(model, data, steps: int, cfg: TrainConfig, device: torch.device)
     net = torch.compile(model) if use_compile(cfg, device) else model
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else nullcontext()
     opt = make_optimizer(model.parameters(), cfg)
-    sync(device)
     for i in range(steps):
         x, y = batches[i % len(batches)]
         with autocast:
@@ -170,76 +167,100 @@ def limit_steps(model, data, steps: int, cfg: TrainConfig, device: torch.device)
 
 # -- the comparison ---------------------------------------------------------------------
 
-def throughput(model_name: str, steps: int, rounds: int, workers: list[int], device: torch.device, args) -> dict:
+
+def throughput(model_name: str, steps: int, workers: list[int], device: torch.device, args) -> dict:
     dataset = DATASET_OF[model_name]
     augment = dataset != "fashion-mnist"
     data = bench_data(dataset, steps * BATCH, synthetic=args.synthetic)
     mixer = trigger_mixer(data, K)
-    cfg = speed_config(TrainConfig(epochs=epochs_for(steps, BATCH, data), batch_size=BATCH, trigger_k=K, lr=0.05, augment=augment), args)
-    if cfg.epochs > 1:
-        raise SystemExit(f"{model_name}: {steps} steps need more than the {len(data.train_y)} training images; use --synthetic or fewer steps")
-    runs = {"backmark": lambda: train(new_model(model_name, data), data, cfg, mixer=mixer, device=device)}
+    cfg = speed_config(TrainConfig(epochs=1, batch_size=BATCH, trigger_k=K, lr=0.05, augment=augment), args)
+    arms = {"backmark": lambda: train(new_model(model_name, data), data, cfg, mixer=mixer, device=device)}
     for w in workers:
-        runs[f"official-w{w}"] = lambda w=w: official_epoch(new_model(model_name, data).to(device), data, mixer, steps, w, augment, device)
-    runs["limit"] = lambda: limit_steps(new_model(model_name, data), data, steps, cfg, device)
+        arms[f"official-w{w}"] = lambda w=w: official_epoch(
+            new_model(model_name, data).to(device), data, mixer, steps, w, augment, device
+        )
+    arms["limit"] = lambda: limit_steps(new_model(model_name, data), data, steps, cfg, device)
     if device.type == "cuda":  # the fallback for data too big for the GPU: batches through pinned host memory
-        runs["backmark-host"] = lambda: train(new_model(model_name, data), data, cfg.replace(data_on_device=False), mixer=mixer, device=device)
-    small = data.subset(min(10 * BATCH, len(data.train_y)), seed=1)
-    warm = {
-        "backmark": lambda: train(new_model(model_name, data), small, cfg.replace(epochs=1), mixer=mixer, device=device),
-        "official": lambda: official_epoch(new_model(model_name, data).to(device), small, mixer, 10, 0, augment, device),
-        "limit": lambda: limit_steps(new_model(model_name, data), data, 10, cfg, device),
-    }
-    times = alternate(runs, rounds, device, warm)
+        arms["backmark-host"] = lambda: train(
+            new_model(model_name, data), data, cfg.replace(data_on_device=False), mixer=mixer, device=device
+        )
+    times = interleave(
+        arms,
+        baseline="backmark",
+        resolution=RESOLUTION,
+        **rounds_of(args),
+        device=device,
+        seed=2,
+    )
     images = steps * (BATCH + K)
+    rows = {}
+    for name, ts in times.items():
+        w_iv = ratio_interval(
+            wall(ts), wall(times["backmark"])
+        )  # this arm's time over backmark's = backmark's speed over this one's
+        goal = next((g for prefix, g in GOALS.items() if name.startswith(prefix)), None)
+        rows[name] = {
+            "images_per_s": images / statistics.median(wall(ts)),
+            "backmark_speedup": w_iv.as_dict(),
+            "backmark_speedup_cpu": ratio_interval(cpu(ts), cpu(times["backmark"])).as_dict(),
+            "goal": goal,
+            "verdict": None
+            if name == "backmark"
+            else verdict_both(times, name, "backmark", target=goal, resolution=RESOLUTION, direction=">="),
+        }
     return {
-        "model": model_name, "dataset": data.name, "steps": steps, "batch": BATCH, "k": K, "augment": augment,
-        "seconds": times,
-        "images_per_s": {name: images / statistics.median(t) for name, t in times.items()},
-        "backmark_speedup": {name: median_ratio(t, times["backmark"]) for name, t in times.items()},  # backmark's images/s / this one's
+        "model": model_name,
+        "dataset": data.name,
+        "steps": steps,
+        "batch": BATCH,
+        "k": K,
+        "augment": augment,
+        "rounds": len(times["backmark"]),
+        "arms": rows,
+        "resolution": RESOLUTION,
+        "samples": {a: [[t.wall, t.cpu] for t in ts] for a, ts in times.items()},
         "config": cfg.to_dict(),
     }
 
 
-GOALS = {"official": 2.0, "limit": 0.9}  # backmark's speed over the pipeline's, at least
-
-
-def throughput_table(rows: list[dict]) -> str:
-    lines = ["| model | precision | pipeline | images/s | backmark / this | goal |", "|---|---|---|---|---|---|"]
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "| model | precision | pipeline | rounds | images/s | backmark / this, wall [95%] | CPU [95%] | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        for name, ips in r["images_per_s"].items():
-            ratio = r["backmark_speedup"][name]
-            goal = next((g for prefix, g in GOALS.items() if name.startswith(prefix)), None)
-            verdict = "" if goal is None else f">= {goal}: {'yes' if ratio >= goal else 'no'}"
-            lines.append(f"| {r['model']} | {r['config']['precision']} | {name} | {ips:.0f} | {ratio:.2f} | {verdict} |")
+        for name, a in r["arms"].items():
+            ratio = "1" if name == "backmark" else interval_text(a["backmark_speedup"], 2)
+            ratio_cpu = "1" if name == "backmark" else interval_text(a["backmark_speedup_cpu"], 2)
+            lines.append(
+                f"| {r['model']} | {r['config']['precision']} | {name} | {r['rounds']} | {a['images_per_s']:.0f} | "
+                f"{ratio} | {ratio_cpu} | "
+                f"{a['verdict'] or ''} |"
+            )
     return "\n".join(lines)
+
+
+def run(args) -> dict:
+    device = torch.device(args.device)
+    rows = [throughput(m, args.steps or STEPS[m], args.workers, device, args) for m in args.models]
+    overhead = [] if args.no_overhead else [embed_overhead(m, OVERHEAD_STEPS[m], device, args) for m in args.models]
+    return {"environment": environment(device), "throughput": rows, "embed_overhead": overhead}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_common_args(p)
-    p.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader workers for the official-style pipeline.")
+    add_common_args(p, ["fmnist-cnn", "cifar-fast"])
+    p.add_argument("--workers", type=int, nargs="+", default=[0], help="DataLoader workers for the official-style pipeline.")
     p.add_argument("--no-overhead", action="store_true", help="Skip the FROMSCRATCH vs NO-WM comparison.")
     args = p.parse_args()
-    device = torch.device(args.device)
-    env = environment(device)
-    print(json.dumps(env), flush=True)
-    rows = []
-    for m in args.models:
-        rows.append(throughput(m, default_steps(m, args.steps), args.rounds, args.workers, device, args))
-        print(throughput_table(rows[-1:]), flush=True)
-    overhead = []
-    if not args.no_overhead:
-        for m in args.models:
-            steps = max(10, default_steps(m, args.steps) * BATCH // recipe_for(DATASET_OF[m]).train.batch_size)  # about as many images
-            overhead.append(embed_overhead(m, steps, args.rounds, device, synthetic=args.synthetic, args=args))
-            print(overhead_table(overhead[-1:]), flush=True)
-    print("\n" + throughput_table(rows))
-    if overhead:
-        print("\n" + overhead_table(overhead))
+    result = run(args)
+    print(json.dumps(result["environment"]))
+    print(markdown(result["throughput"]))
+    if result["embed_overhead"]:
+        print("\n" + overhead_markdown(result["embed_overhead"]))
     if args.json_out:
         with open(args.json_out, "w") as f:
-            json.dump({"environment": env, "throughput": rows, "embed_overhead": overhead}, f, indent=2)
+            json.dump(result, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -5,11 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Debian packages: the data set; headless Chromium (the report page's screenshot test) and
-# poppler-utils (pdftoppm: experiments/report_pictures.sh renders a report PDF's first page).
+# poppler-utils (pdftoppm: experiments/report_pictures.sh renders a report PDF's first page);
+# openssl (the tests start a local RFC 3161 time-stamping authority with `openssl ts -reply`).
 NEED=""
 [ -d /usr/share/datasets/fashion-mnist ] || NEED="$NEED dataset-fashion-mnist"
 command -v chromium >/dev/null || NEED="$NEED chromium"
 command -v pdftoppm >/dev/null || NEED="$NEED poppler-utils"
+command -v openssl >/dev/null || NEED="$NEED openssl"
 if [ -n "$NEED" ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq

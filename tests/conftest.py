@@ -47,6 +47,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("BACKMARK_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     monkeypatch.setenv("BACKMARK_DATA", str(DATA))  # data roots are passed explicitly, never guessed by the library
     monkeypatch.delenv("BACKMARK_OWNER_PASSPHRASE", raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")  # test traffic (local TSAs, servers) never goes through a proxy
     os.environ.setdefault("COLUMNS", "120")
 
 
@@ -114,3 +115,40 @@ def serving(*args, cwd=None, timeout: float = 60):
             proc.kill()
             proc.communicate(timeout=5)
             raise
+
+
+def write_owner_folder(d, *, set_size: int):
+    """An owner's folder as keygen writes it (owner-key.pem, marking-key.json, verification-key.json):
+    (owner key, marking key, verification key)."""
+    from backmark.core.keygen import keygen
+    from backmark.crypto import OwnerKey
+
+    owner = OwnerKey.generate()
+    owner.save(d / "owner-key.pem")
+    mk, vk = keygen(input_shape=(1, 28, 28), num_classes=10, owner_key=owner, set_size=set_size, created="2026-01-01T00:00:00Z")
+    mk.save(d / "marking-key.json")
+    vk.save(d / "verification-key.json")
+    return owner, mk, vk
+
+
+@pytest.fixture(scope="session")
+def tsa_a(tmp_path_factory):
+    """A local RFC 3161 TSA (its own root; replies by ``openssl ts -reply``): tests/tsa.py."""
+    from .tsa import LocalTSA
+
+    return LocalTSA.create(tmp_path_factory.mktemp("tsa-a"), name="TSA A")
+
+
+@pytest.fixture(scope="session")
+def tsa_b(tmp_path_factory):
+    """Another local TSA, under an unrelated root."""
+    from .tsa import LocalTSA
+
+    return LocalTSA.create(tmp_path_factory.mktemp("tsa-b"), name="TSA B")
+
+
+@pytest.fixture(scope="session")
+def tsa_roots_a(tsa_a):
+    from backmark.crypto.timestamp import TsaRoots
+
+    return TsaRoots.load(tsa_a.root_pem)

@@ -22,7 +22,7 @@ from backmark.core.keygen import open_elements
 from backmark.core.verify import verify
 from backmark.errors import IncompatibleModel, QueryBudgetExceeded, RemoteError
 from backmark.models import create_model
-from backmark.targets import TorchTarget, open_target
+from backmark.targets import TorchTarget, open_target, v2binary
 from backmark.targets.audit import read_audit_log
 from backmark.targets.client import HttpClient, RemoteOptions
 from backmark.targets.http import JsonEndpoint, JsonTarget, V2Target, open_remote
@@ -69,7 +69,9 @@ def world(small_keys, tmp_path_factory):
 
     meta = {"model": "fmnist-cnn", "num_classes": 10, "input_shape": [1, 28, 28], "mean": [0.5], "std": [0.5]}
     save_model(d / "wm.safetensors", models["wm"], meta)
-    apps = {name: V2App(TorchTarget(m), name=name) for name, m in models.items()}
+    # the marked model declares UINT8 pixels (serve's default), the clean one FP32 floats in [0, 1]
+    apps = {name: V2App(TorchTarget(m), name=name, input_datatype="UINT8" if name == "wm" else "FP32")
+            for name, m in models.items()}
     with BackgroundServer(apps["wm"]) as wm_srv, BackgroundServer(apps["clean"]) as clean_srv:
         yield {
             "mk": mk, "vk": vk, "dir": d, "models": models, "labels": labels,
@@ -84,23 +86,28 @@ def same(a, b):
     )
 
 
-@pytest.mark.parametrize("which", ["wm", "clean"])
-def test_v2_verification_equals_in_process(world, which):
+@pytest.mark.parametrize("which, binary", [("wm", "auto"), ("clean", "auto"), ("wm", "off"), ("clean", "on")])
+def test_v2_verification_equals_in_process(world, which, binary):
     mk, vk = world["mk"], world["vk"]
     local = verify(world["models"][which], mk, vk)
-    target = open_target(world["urls"][which], remote=RemoteOptions(batch_size=7))
+    target = open_target(world["urls"][which], remote=RemoteOptions(batch_size=7, binary=binary))
     assert (target.input_shape, target.num_classes) == ((1, 28, 28), 10)  # from the model's metadata
     remote = verify(target, mk, vk)
     same(local, remote)
     assert local.verified == (which == "wm")
-    assert remote.extra["queries"]["requests"] == 1 + 5  # metadata + ceil(30 / 7) batches
-    assert remote.extra["queries"]["images_sent"] == 30
+    queries = remote.extra["queries"]
+    assert queries["encoding"] == ("json" if binary == "off" else "binary")  # backmark serve lists the extension
+    metadata = 2 if binary == "auto" else 1  # auto also reads GET /v2
+    assert queries["requests"] == metadata + 5  # + ceil(30 / 7) batches
+    assert queries["images_sent"] == 30
 
 
-def test_v2_uint8_input_and_labels_output(world):
-    """A server whose input is UINT8 gets raw pixels; an INT64 labels output is read as labels."""
-    target = open_target(world["urls"]["wm"])
-    target.datatype, target.output_name = "UINT8", "labels"
+@pytest.mark.parametrize("binary", ["on", "off"])
+@pytest.mark.parametrize("datatype", ["UINT8", "FP32", "FP64"])  # the same values as in process, exactly
+def test_v2_input_datatypes_and_labels_output(world, datatype, binary):
+    """The client sends the model's declared datatype (pixels, or k / 255 as floats); an INT64 labels output is read as labels."""
+    target = open_target(world["urls"]["wm"], remote=RemoteOptions(binary=binary))
+    target.datatype, target.output_name = datatype, "labels"
     same(verify(world["models"]["wm"], world["mk"], world["vk"]), verify(target, world["mk"], world["vk"]))
 
 
@@ -109,7 +116,7 @@ def test_server_protocol_and_errors(world):
     base, ok = world["base"]["wm"], lambda a: json.loads(a.body)
     assert client.request("GET", base + "/v2/health/ready", None, ok) == {"ready": True}
     meta = client.request("GET", world["urls"]["wm"], None, ok)
-    assert meta["inputs"][0] == {"name": "input", "datatype": "FP32", "shape": [-1, 1, 28, 28]}
+    assert meta["inputs"][0] == {"name": "input", "datatype": "UINT8", "shape": [-1, 1, 28, 28]}  # pixels: exact and compact
     assert meta["outputs"][0]["shape"] == [-1, 10]
     x = torch.rand(2, 1, 28, 28)
     body = json.dumps({"id": "r1", "inputs": [{"name": "input", "shape": [2, 1, 28, 28], "datatype": "FP32", "data": x.flatten().tolist()}]})
@@ -140,16 +147,18 @@ def test_audit_log_chains_every_exchange(world, tmp_path):
         result = verify(target, world["mk"], world["vk"])
     records = read_audit_log(log)
     kinds = [r["kind"] for r in records]
-    assert kinds == ["open", "exchange", "query", "exchange", "exchange", "resume", "exchange", "query", "exchange", "exchange"]
+    one = ["exchange", "exchange", "query", "exchange", "exchange"]  # model and server metadata, then two infers
+    assert kinds == ["open", *one, "resume", *one]
     infer = [r for r in records if r["kind"] == "exchange" and r["request"]["method"] == "POST"]
     assert [r["request"]["images"] for r in infer] == [16, 14, 16, 14]
     assert [label for r in infer[2:] for label in r["labels"]] == result.predictions  # what the server answered
     assert result.extra["queries"]["audit_head"] == records[-1]["hash"]
     lines = log.read_text().splitlines()
-    doc = json.loads(lines[3])
+    at = kinds.index("query") + 1  # the first answer
+    doc = json.loads(lines[at])
     doc["labels"][0] = (doc["labels"][0] + 1) % 10  # edit an answer
-    (tmp_path / "edited.jsonl").write_text("\n".join(lines[:3] + [json.dumps(doc)] + lines[4:]) + "\n")
-    (tmp_path / "dropped.jsonl").write_text("\n".join(lines[:3] + lines[4:]) + "\n")
+    (tmp_path / "edited.jsonl").write_text("\n".join(lines[:at] + [json.dumps(doc)] + lines[at + 1 :]) + "\n")
+    (tmp_path / "dropped.jsonl").write_text("\n".join(lines[:at] + lines[at + 1 :]) + "\n")
     from backmark.errors import InvalidFile
 
     for name in ("edited.jsonl", "dropped.jsonl"):
@@ -168,6 +177,12 @@ def test_cli_verify_target_url_matches_model(world):
     for k in ("verified", "matches", "n", "p_value", "predictions", "threshold"):
         assert da[k] == db[k]
     assert db["queries"]["images_sent"] == 30 and db["model"] == world["urls"]["wm"]
+    assert db["queries"]["encoding"] == "binary"  # --binary auto: backmark serve lists the extension
+    j = runner.invoke(main, [str(x) for x in ["verify", "--target", world["urls"]["wm"], "--binary", "off", "--budget", 30,
+                                              *keys]])
+    assert j.exit_code == 0, j.stderr
+    dj = json.loads(j.stdout)
+    assert dj["queries"]["encoding"] == "json" and dj["predictions"] == db["predictions"]
     c = runner.invoke(main, [str(x) for x in ["verify", "--target", world["urls"]["clean"], *keys]])
     assert c.exit_code == 1
 
@@ -182,6 +197,8 @@ def test_cli_option_mistakes(world):
         (["--target", d / "wm.safetensors", "--timeout", 5], "--timeout applies"),
         (["--target", world["urls"]["wm"], "--request", "{not json"], "not JSON"),
         (["--target", world["urls"]["wm"], "--protocol", "v2", "--encoding", "list"], "does not apply"),
+        (["--target", world["urls"]["wm"], "--protocol", "json", "--binary", "on"], "--binary applies to the v2 protocol"),
+        (["--model", d / "wm.safetensors", "--binary", "off"], "--binary applies"),
     ]
     for args, msg in cases:
         r = CliRunner().invoke(main, [str(x) for x in ["verify", *keys, *args]])
@@ -281,7 +298,7 @@ class FaultyApp:
 
     def __init__(self, inner: V2App, plan=()):
         self.inner, self.plan = inner, list(plan)
-        self.infers, self.images, self.bodies, self.headers = 0, 0, [], []
+        self.infers, self.images, self.bodies, self.headers, self.binary = 0, 0, [], [], []
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or not scope["path"].endswith("/infer"):
@@ -295,7 +312,9 @@ class FaultyApp:
         self.infers += 1
         self.bodies.append(hashlib.sha256(body).hexdigest())
         self.headers.append(dict(scope["headers"]))
-        self.images += json.loads(body)["inputs"][0]["shape"][0]
+        doc, _ = v2binary.split_body(body, v2binary.header_length(scope["headers"], len(body)))  # JSON or binary
+        self.images += doc["inputs"][0]["shape"][0]
+        self.binary.append(v2binary.header_value(scope["headers"], v2binary.HEADER_LENGTH) is not None)
         how = self.plan.pop(0) if self.plan else "ok"
 
         async def reply(status, payload, ctype=b"application/json", headers=()):
@@ -303,13 +322,13 @@ class FaultyApp:
             await send({"type": "http.response.body", "body": payload})
 
         if how == "ok" or how == "wrong-classes":
-            _, doc = await self.inner.handle("POST", scope["path"], body)
-            if how == "wrong-classes":
-                out = doc["outputs"][0]
-                n = out["shape"][0]
-                out["data"] = torch.tensor(out["data"]).view(n, 10)[:, :9].flatten().tolist()
-                out["shape"] = [n, 9]
-            return await reply(200, json.dumps(doc).encode())
+            answer = await self.inner.handle("POST", scope["path"], body, scope["headers"])
+            if how == "wrong-classes":  # the same encoding, one class short
+                logits = v2binary.decode_response(answer.body, answer.headers)["logits"][:, :9].copy()
+                binary = {"logits"} if v2binary.HEADER_LENGTH in answer.headers else ()
+                answer.body, answer.headers = v2binary.encode_response([("logits", logits, "FP32")], binary)
+            extra = [(k.lower().encode(), v.encode()) for k, v in answer.headers.items() if k != "Content-Type"]
+            return await reply(200, answer.body, answer.headers["Content-Type"].encode(), extra)
         if how == "500":
             return await reply(500, b'{"error": "boom"}')
         if how == "429":
@@ -350,19 +369,21 @@ class Recorder:
         self.waits.append(seconds)
 
 
-def remote_target(url, *, sleep=None, **options):
+def remote_target(url, *, sleep=None, **options):  # binary tensors by default: backmark serve lists them
     opts = RemoteOptions(**{**QUICK, **options})
     client = HttpClient(opts, sleep=sleep or (lambda s: None))
     return open_remote(url, options=opts, client=client)
 
 
+@pytest.mark.parametrize("binary", ["on", "off"])
 @pytest.mark.parametrize("fault", ["500", "429", "html", "malformed", "wrong-classes", "wrong-shape"])
-def test_transient_faults_are_retried(world, faulty, fault):
+def test_transient_faults_are_retried(world, faulty, fault, binary):
     faulty.plan = [fault, fault]
     sleep = Recorder()
-    target = remote_target(faulty.url, sleep=sleep, batch_size=30, retries=3, backoff=0.25)
+    target = remote_target(faulty.url, sleep=sleep, batch_size=30, retries=3, backoff=0.25, binary=binary)
     same(verify(world["models"]["wm"], world["mk"], world["vk"]), verify(target, world["mk"], world["vk"]))
     assert faulty.infers == 3 and target.client.retries == 2  # two failures, then the answer
+    assert faulty.binary == [binary == "on"] * 3
     expected = [1.0, 1.0] if fault == "429" else [0.25, 0.5]  # Retry-After: 1 beats the backoff
     assert sleep.waits == expected
 
@@ -374,9 +395,10 @@ def test_transient_faults_are_retried(world, faulty, fault):
     ("wrong-classes", "scores for 9 classes, expected 10"),
     ("wrong-shape", "output of shape [1, 10] for 30 images"),
 ])
-def test_persistent_garbage_is_one_clear_error(world, faulty, fault, message):
+@pytest.mark.parametrize("binary", ["on", "off"])
+def test_persistent_garbage_is_one_clear_error(world, faulty, fault, message, binary):
     faulty.plan = [fault] * 10
-    target = remote_target(faulty.url, batch_size=30, retries=2)
+    target = remote_target(faulty.url, batch_size=30, retries=2, binary=binary)
     with pytest.raises(RemoteError) as e:
         verify(target, world["mk"], world["vk"])
     assert message in str(e.value) and "gave up after 3 attempts" in str(e.value) and "\n" not in str(e.value)
@@ -449,7 +471,7 @@ def test_metadata_disagreeing_with_the_key_is_refused(world):
         target = open_target(srv.url + "/v2/models/m")
         with pytest.raises(IncompatibleModel, match="7 classes"):
             verify(target, world["mk"], world["vk"])
-        assert target.client.requests == 1  # metadata only: nothing was queried
+        assert target.client.requests == 2 and target.client.images_sent == 0  # model and server metadata only
 
 
 @pytest.mark.parametrize("fault", ["500", "html", "malformed", "wrong-classes"])

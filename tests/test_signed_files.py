@@ -18,7 +18,7 @@ from backmark.cli import main
 from backmark.errors import BackmarkError
 
 from .mutations import mutate
-from .signed_files import FILES, World
+from .signed_files import FILES, World, is_record_prefix
 
 pytestmark = pytest.mark.timeout(300)
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -76,6 +76,12 @@ def _reading(data: bytes, style: str, keep: str) -> str:
     return json.dumps([json.loads(d, object_pairs_hook=pairs) for d in docs], sort_keys=True)
 
 
+def _info_json(path) -> dict:
+    res = CliRunner().invoke(main, ["info", "--json", str(path)])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)
+
+
 @pytest.mark.parametrize("spec", [f for f in FILES if ("info", "{file}") in f.commands], ids=lambda f: f.name)
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rng=st.randoms(use_true_random=False))
@@ -90,5 +96,8 @@ def test_cli_info_on_mutations_exits_0_or_2_with_one_line(world, tmp_path, spec,
         assert res.exit_code == 0, (what, res.stderr)
     else:
         assert res.exit_code in (0, 2) and (res.exit_code == 0 or len(res.stderr.strip().splitlines()) == 1), (what, res.stderr)
-        if res.exit_code == 0:  # read as valid: then it must be the same document
+        if res.exit_code == 0 and spec.style == "lines" and is_record_prefix(data, original.read_bytes()):
+            # a log cut after a record reads as a shorter log: info shows its head, which is not the published one
+            assert _info_json(path)["head"] != _info_json(original)["head"], what
+        elif res.exit_code == 0:  # read as valid: then it must be the same document
             assert_same_document(spec, world, spec.load(path, world), data, what)

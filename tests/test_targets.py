@@ -296,3 +296,14 @@ def test_a_normalised_model_verifies_through_mean_and_std(small_keys):
         verify(builtin, mk, vk, mean=FMNIST_MEAN, std=FMNIST_STD)  # it would normalise twice
     with pytest.raises(IncompatibleModel, match="mean and std go together"):
         verify(model, mk, vk, mean=FMNIST_MEAN)
+
+
+def test_loaded_checkpoints_run_channels_last_with_the_same_answers(files):
+    """load_target lays the model out channels_last (the faster layout for convs on a CPU) and feeds it alike."""
+    loaded = load_target(files / "clean.safetensors")
+    assert loaded.channels_last
+    assert not TorchTarget(create_model("fmnist-cnn", num_classes=10, input_shape=(1, 28, 28))).channels_last
+    plain = TorchTarget(load_target(files / "clean.safetensors").inner.to(memory_format=torch.contiguous_format))
+    assert not plain.channels_last
+    x = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(loaded.scores(x), plain.scores(x), atol=1e-4) and torch.equal(loaded.predict(x), plain.predict(x))

@@ -91,3 +91,42 @@ def test_a_saved_state_is_never_discarded_without_force(crashed):
     code, _, err = run("train", *QUICK, "--epochs", "1", "--out", crashed, "--force")
     assert code == 0, err  # --force: the state is deleted and a fresh run made
     assert crashed.exists() and not state_path_for(crashed).exists()
+
+
+def test_embed_defaults_are_the_pretrained_sweeps_best(keys, tmp_path):
+    """`embed` with no recipe options fine-tunes with the cheapest recipe of docs/results/pretrained-sweep.md."""
+    from backmark.training.recipes import recipe_for
+
+    best = recipe_for("fashion-mnist").embed
+    assert (best.trigger_k, best.lr, best.layers, best.epoch_steps, best.schedule, best.batch_size) == (
+        24, 0.01, "last:2", 10, "constant", 128)
+    assert (best.bn_stats, best.cooldown_steps) == ("batch", 0)
+    code, _, err = run("train", *QUICK, "--epochs", "1", "--out", tmp_path / "clean.safetensors")
+    assert code == 0, err
+    code, out, err = run("embed", *QUICK, "--model", tmp_path / "clean.safetensors", "--watermark", keys / "marking-key.json",
+                         "--epochs", "1", "--out", tmp_path / "embedded.safetensors", "--json")
+    assert code in (0, 1), err  # one short epoch: the watermark may not take, the recipe is what is checked
+    assert meta_of(tmp_path / "embedded.safetensors")["config"] == best.replace(epochs=1).to_dict()
+
+
+def test_attacks_on_a_pretrained_victim_spend_the_epochs_of_its_training(keys, tmp_path, monkeypatch):
+    """The paper's budget, "the victim's epochs", is its training's (recorded by embed), never the embedding's cap
+    (100 short epochs of 10 steps); where only a recipe in short epochs is recorded, the CLI asks for --epochs."""
+    import dataclasses
+
+    from backmark.attacks import base
+    from backmark.training import TrainConfig
+
+    clean, embedded = tmp_path / "clean.safetensors", tmp_path / "embedded.safetensors"
+    assert run("train", *QUICK, "--epochs", "2", "--out", clean)[0] == 0
+    code, _, err = run("embed", *QUICK, "--model", clean, "--watermark", keys / "marking-key.json", "--epochs", "1",
+                       "--out", embedded)
+    assert code in (0, 1), err
+    victim = base.victim_config(meta_of(embedded), str(embedded))
+    assert victim == TrainConfig.from_dict(meta_of(clean)["config"]) and victim.epochs == 2 and victim.epoch_steps is None
+    short = dataclasses.replace(victim, epoch_steps=10)  # e.g. an older embedded checkpoint: only the embedding's recipe
+    monkeypatch.setattr(base, "victim_config", lambda meta, source: short)
+    args = ["attack", "ftal", "--model", embedded, "--train-size", "300", "--test-size", "100", "-q"]
+    code, _, err = run(*args, "--out", tmp_path / "a.safetensors")
+    assert code == 2 and "short epochs of 10 steps" in err and "give --epochs" in err, err
+    assert run(*args, "--epochs", "1", "--out", tmp_path / "b.safetensors")[0] == 0

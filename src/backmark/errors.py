@@ -77,3 +77,11 @@ class TamperedRecord(BackmarkError):
 
 class TooLargeForZK(BackmarkError):
     """A model is too large for zero-knowledge proving on this machine."""
+
+
+class InvalidTimestamp(BackmarkError):
+    """An RFC 3161 timestamp could not be obtained, is malformed, or does not verify against the verifier's TSA roots."""
+
+
+class ReleaseMismatch(BackmarkError):
+    """A release record is not for this verification key or owner, or a model or head is not the one it binds."""

@@ -56,10 +56,14 @@ class CleanTraining(Budget):
             raise ValueError("batch_size must be positive")
 
     def train_config(self, original: TrainConfig, *, epochs: int) -> TrainConfig:
-        """The attacker's TrainConfig: the victim's recipe with this budget's choices (no triggers)."""
-        return original.replace(
+        """The attacker's TrainConfig: the victim's recipe with this budget's choices (no triggers), in whole
+        passes, every layer and BatchNorm training as usual (a PRETRAINED victim records its embedding's recipe:
+        short epochs, a cool-down, some layers; none of them is the attacker's)."""
+        cfg = original.replace(
             epochs=epochs, lr=self.lr, schedule=self.schedule, batch_size=self.batch_size, augment=self.augment, seed=self.seed,
-        ).replace(trigger_k=0, hardening="none")
+        )
+        return dataclasses.replace(cfg, trigger_k=0, epoch_steps=None, cooldown_steps=0, layers="all", bn_stats="batch",
+                                   hardening="none")
 
 
 @dataclass(frozen=True)
@@ -200,10 +204,16 @@ def attacker_data(data: Dataset, fraction: float, seed: int) -> Dataset:
 def victim_config(meta: dict, source: str) -> TrainConfig | None:
     """The victim's training recipe from its checkpoint metadata (the attacks' defaults).
 
-    None when the checkpoint records none; InvalidFile when what it records is not a
-    training config (never silently replaced by defaults).
+    A PRETRAINED victim's is the recipe of the training it was embedded into (``pretrained_from``),
+    where recorded: "the victim's epochs" are those of its training, not the embedding's cap.
+    None when the checkpoint records none; InvalidFile when what it records is not a training
+    config (never silently replaced by defaults). A recipe in short epochs (``epoch_steps``)
+    counts no passes: the caller asks for the attack's epochs.
     """
+    original = meta.get("pretrained_from")
     recorded = meta.get("config")
+    if isinstance(original, dict) and original.get("config") is not None:
+        recorded = original["config"]
     if recorded is None:
         return None
     try:

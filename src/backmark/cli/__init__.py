@@ -7,7 +7,7 @@ Commands live in one module per area (``core`` ...), each imported below.
 """
 from __future__ import annotations
 
-from . import attack, core, public, remote  # noqa: F401  (each registers its commands on `main`)
+from . import attack, core, evidence, extraction, public, remote  # noqa: F401  (each registers its commands on `main`)
 from .app import main
 
 __all__ = ["main"]

@@ -135,11 +135,15 @@ def attack(name, model_path, model_factory, mean, std, out, dataset, data_dir, t
     if keep_output_layer:
         save_output_layer(keep_output_layer, victim, {"model_sha256": file_sha256(model_path)}, force=force)
     original = victim_config(meta, model_path)
+    epochs_field = spec.budget.__dataclass_fields__.get("epochs")
+    victims_epochs = epochs_field is not None and epochs_field.default is None and options.get("epochs") is None
     if original is None:
-        epochs_field = spec.budget.__dataclass_fields__.get("epochs")
-        if epochs_field is not None and epochs_field.default is None and options.get("epochs") is None:
+        if victims_epochs:
             raise click.UsageError(f"{model_path} records no training config, so the victim's epochs are unknown: give --epochs")
         original = TrainConfig()
+    elif original.epoch_steps is not None and victims_epochs:  # an embedding's epochs cap short epochs: no number of passes
+        raise click.UsageError(f"{model_path} records a recipe in short epochs of {original.epoch_steps} steps, not the training "
+                               "it was embedded into, so the victim's epochs are unknown: give --epochs")
     before = None if spec.data == "transfer" else accuracy(victim, data.test_x, data.test_y)
     outcome = run_attack(name, victim, data, budget, original=original, model_name=meta.get("model"), device=device,
                          reporter=RichReporter(name, enabled=not quiet))

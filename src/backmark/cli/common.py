@@ -152,6 +152,8 @@ def data_options(fn):
 def train_options(fn):
     opts = [
         click.option("--epochs", type=click.IntRange(1), default=None, help="Epochs [recipe default]."),
+        click.option("--epoch-steps", type=click.IntRange(0), default=None,
+                     help="Steps per epoch (each a fresh random part of the data, then scored); 0: one pass [recipe]."),
         click.option("--batch-size", type=click.IntRange(1), default=None, help="Clean images per batch [recipe]."),
         click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate [recipe]."),
         click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default=None, help="Optimizer [sgd]."),
@@ -180,16 +182,19 @@ def train_options(fn):
 
 
 def train_config(base, o: dict):
+    import dataclasses
+
     margin = [k for k in ("margin_epsilon", "margin_steps", "margin_step_size") if o.get(k) is not None]
     if margin and (o.get("hardening") or base.hardening) != "margin":
         raise click.UsageError(f"{', '.join('--' + k.replace('_', '-') for k in margin)} go with --hardening margin")
     try:
-        return base.replace(
+        cfg = base.replace(
             epochs=o["epochs"], batch_size=o["batch_size"], lr=o["lr"], optimizer=o["optimizer"], schedule=o["schedule"],
             augment=o["augment"], trigger_k=o["trigger_k"], seed=o["seed"], precision=o["precision"], compile=o["compile_mode"],
             hardening=o["hardening"], margin_epsilon=o["margin_epsilon"], margin_steps=o["margin_steps"],
-            margin_step_size=o["margin_step_size"],
+            margin_step_size=o["margin_step_size"], epoch_steps=o["epoch_steps"] or None,
         )
+        return dataclasses.replace(cfg, epoch_steps=None) if o["epoch_steps"] == 0 else cfg  # 0: back to whole passes
     except ValueError as e:
         raise click.UsageError(str(e)) from None
 

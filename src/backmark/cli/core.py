@@ -51,10 +51,13 @@ def _say(silent: bool):
 @click.option("--commitment", type=click.Choice(["sha256", "pedersen"]), default="sha256", show_default=True, help="Commitment scheme.")
 @click.option("--owner-key", type=click.Path(dir_okay=False), default=None, help="Ed25519 owner key (PEM); created if missing [OUT/owner-key.pem].")
 @click.option("--owner", default="", help="Owner name recorded in the signed statement.")
+@click.option("--tsa", default=None, metavar="URL",
+              help="Anchor the verification key with an RFC 3161 timestamp from this TSA (verification-key.timestamp.json).")
 @click.option("--force", is_flag=True, help="Overwrite existing key files.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
 def keygen(dataset, input_shape, num_classes, out_dir, set_size, num_sets, source, data_dir, crop, labels, commitment, owner_key, owner,
+           tsa,
            force, as_json):
     """Generate a trigger set and its keys (KeyGen)."""
     from ..core.keygen import keygen as _keygen
@@ -62,6 +65,7 @@ def keygen(dataset, input_shape, num_classes, out_dir, set_size, num_sets, sourc
     from ..crypto import OwnerKey
     from ..data import dataset_info
     from ..io.files import check_writable
+    from ..protocols.anchor import anchor_path, new_anchor, save_anchor
 
     shape = parse_shape(input_shape)
     if (shape is None) != (num_classes is None):
@@ -76,8 +80,10 @@ def keygen(dataset, input_shape, num_classes, out_dir, set_size, num_sets, sourc
         dataset_name = None
     out = Path(out_dir)
     mk_path, vk_path = out / "marking-key.json", out / "verification-key.json"
-    for p in (mk_path, vk_path):
-        check_writable(p, force=force)
+    anchor_file = anchor_path(vk_path) if tsa else None
+    for p in (mk_path, vk_path, anchor_file):
+        if p is not None:
+            check_writable(p, force=force)
     images, src, heldout = None, None, None
     total = set_size * num_sets
     if data_dir is not None and source != "heldout":
@@ -102,13 +108,17 @@ def keygen(dataset, input_shape, num_classes, out_dir, set_size, num_sets, sourc
         input_shape=shape, num_classes=num_classes, owner_key=key, set_size=set_size, num_sets=num_sets, images=images,
         labels=given, commitment=commitment, owner=owner, dataset=dataset_name, source=src, heldout_from=heldout,
     )
+    anchor = new_anchor(vk.to_document(), tsa=tsa) if tsa else None  # before writing: a TSA failure leaves no keys
     mk.save(mk_path, force=force)
     vk.save(vk_path, force=force)
+    if anchor:
+        save_anchor(anchor, anchor_file, force=force)
     doc = {
         "marking_key": str(mk_path), "verification_key": str(vk_path), "fingerprint": vk.fingerprint,
         "owner_key": owner_path, "owner_key_created": created, "owner": vk.owner_fingerprint,
         "elements": vk.size, "input_shape": list(shape), "num_classes": num_classes, "labels": vk.label_mode,
         "source": mk.source.get("kind", "abstract"),
+        "anchor": str(anchor_file) if anchor else None,
     }
     emit(as_json, doc, (
         f"wrote {mk_path} (SECRET: keep it private until you verify)\n"
@@ -117,6 +127,7 @@ def keygen(dataset, input_shape, num_classes, out_dir, set_size, num_sets, sourc
         f"{vk.size} trigger images {shape[0]}x{shape[1]}x{shape[2]}, {num_classes} classes, labels {vk.label_mode}, {commitment} commitments"
         + (f"\ntriggers: {vk.size} images of {dataset}'s training split (indices in the marking key); "
            "`train`/`embed` with this key leave them out of the training set" if heldout is not None else "")
+        + (f"\nwrote {anchor_file} (RFC 3161 anchor of the verification key, from {tsa})" if anchor else "")
     ))
 
 
@@ -172,12 +183,16 @@ def train(dataset, data_dir, train_size, test_size, model_name, model_factory, m
 @click.option("--verification-key", type=click.Path(dir_okay=False), default=None, help="Its verification key [next to the marking key].")
 @click.option("--until", type=click.FloatRange(0, 1), default=1.0, show_default=True, help="Stop once trigger accuracy reaches this.")
 @click.option("--hold", type=click.IntRange(0), default=0, show_default=True,
-              help="Then keep fine-tuning this many epochs with the triggers (a mark that is harder to fine-tune away).")
+              help="Then keep fine-tuning this many epochs with the triggers (short ones of --epoch-steps where the recipe "
+                   "has them: Fashion-MNIST's, 10 steps) for a mark that is harder to fine-tune away.")
+@click.option("--layers", default=None, help="What fine-tunes: all, or last:N (the last N conv/linear layers) [recipe].")
+@click.option("--cooldown", type=click.IntRange(0), default=None,
+              help="Steps at a learning rate falling to 0 once the watermark holds [recipe].")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Output checkpoint (.safetensors).")
 @train_options
 @handle_errors
 def embed(model_path, model_factory, mean, std, dataset, data_dir, train_size, test_size, marking_key, verification_key, until,
-          hold, out, as_json, quiet, **o):
+          hold, layers, cooldown, out, as_json, quiet, **o):
     """Embed a watermark into a trained model by fine-tuning (PRETRAINED).
 
     Exit 0 when done; 1 when the watermark did not take (the epoch cap or --until stopped it
@@ -190,6 +205,10 @@ def embed(model_path, model_factory, mean, std, dataset, data_dir, train_size, t
     mean, std = normalization(mean, std)
     o.update(dataset=dataset, data_dir=data_dir, train_size=train_size, test_size=test_size)
     cfg = train_config(recipe_for(dataset).embed, o)
+    try:
+        cfg = cfg.replace(layers=layers, cooldown_steps=cooldown)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
     keys = load_keys(marking_key, verification_key)
     data = load_data(o)
     _, history = embed_file(
@@ -215,6 +234,10 @@ def embed(model_path, model_factory, mean, std, dataset, data_dir, train_size, t
               help="For a key with owner-chosen labels: a folder of the VERIFIER's independently trained models of the task (a calibrated null).")
 @click.option("--device", default="cpu", show_default=True, help="Where to run the model.")
 @click.option("--output-layer", type=click.Path(dir_okay=False), default=None, help="Swap in the owner's kept output layer first (the paper's RTLL/RTAL/transfer check): a white-box view, needs --release.")
+@click.option("--release", "releases", type=click.Path(dir_okay=False), multiple=True,
+              help="With --output-layer: the owner's release record that binds the head (backmark release; repeatable).")
+@click.option("--tsa-roots", type=click.Path(dir_okay=False), default=None,
+              help="PEM of the TSA root certificates YOU trust: checks the anchors of the release record and the key.")
 @click.option("--suspect-seen-at", default=None, metavar="TIME", help="With --output-layer: when you first saw the suspect (UTC, e.g. 2026-06-01T00:00:00Z).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, metavar="PATH", help="Write a report signed by the owner key (owner-key.pem next to the marking key): PATH.json, PATH.html and PATH.pdf.")
@@ -223,7 +246,7 @@ def embed(model_path, model_factory, mean, std, dataset, data_dir, train_size, t
 @target_options
 @handle_errors
 def verify(model_path, model_factory, marking_key, verification_key, alpha, allow_weak_alpha, reference_models, device, output_layer,
-           suspect_seen_at, as_json, report, verifier_name, force, **remote):
+           releases, tsa_roots, suspect_seen_at, as_json, report, verifier_name, force, **remote):
     """Verify ownership of a model. Exit 0: OWNERSHIP VERIFIED (or another verdict that is
     ownership evidence, docs/claims.md); 1: not verified, or not evidence; 2: bad input."""
     from ..core.keygen import MarkingKey, VerificationKey
@@ -234,9 +257,11 @@ def verify(model_path, model_factory, marking_key, verification_key, alpha, allo
 
     alpha = parse_alpha(alpha)
     check_alpha(alpha, allow_weak_alpha=allow_weak_alpha)
-    if output_layer is not None:
+    if output_layer is not None and not releases:
         raise click.UsageError("--output-layer is a white-box view anyone can fake with a head fitted to his own key: it needs "
                                "--release RECORD, the owner's release record binding that head (backmark release)")
+    if releases and output_layer is None:
+        raise click.UsageError("--release binds a head: give the head with --output-layer")
     if suspect_seen_at is not None:
         try:
             parse_time(suspect_seen_at)
@@ -251,23 +276,53 @@ def verify(model_path, model_factory, marking_key, verification_key, alpha, allo
     mk = MarkingKey.load(marking_key)
     owner = load_owner_key(None, marking_key) if report else None
     refs = _model_files(reference_models) if reference_models else None
+    roots, binding = None, None
+    if tsa_roots is not None:
+        from ..crypto.timestamp import TsaRoots
+
+        roots = TsaRoots.load(tsa_roots)
+    if output_layer is not None:
+        from ..protocols.binding import bind_head
+
+        binding = bind_head(releases, vk, output_layer, tsa_roots=roots)  # exit 2 unless the owner's record binds it
+    key_anchor = _key_anchor(verification_key, vk, roots)
     target, mean, std = open_cli_target(model_path, vk=vk, device=device, model_factory=model_factory, **remote)
     started = time.perf_counter()
     result = _verify(target, mk, vk, alpha=alpha, device=device, allow_weak_alpha=allow_weak_alpha, reference_models=refs,
-                     suspect_seen_at=suspect_seen_at, mean=mean, std=std)
-    doc = {"model": model_path or remote["target"], **result.as_dict()}
-    text = f"{result.summary()}\nkey {vk.fingerprint[:16]}, owner {vk.owner_fingerprint[:16]}"
+                     output_layer=output_layer, head=binding, suspect_seen_at=suspect_seen_at, mean=mean, std=std)
+    doc = {"model": model_path or remote["target"], **result.as_dict(), "key_anchor": key_anchor}
+    text = f"{result.summary()}\nkey {vk.fingerprint[:16]}, owner {vk.owner_fingerprint[:16]}; {key_anchor['text']}"
     if report:
+        from ..protocols.anchor import load_anchor
         from ..protocols.report import report_verification
 
+        stated = {"anchor": load_anchor(key_anchor["anchor"]), "anchored_at": key_anchor["anchored_at"]} \
+            if key_anchor["anchored_at"] else None  # only a time checked against the verifier's roots
         paths = report_verification(report, result, mk, vk, owner, model=model_path or remote["target"],
-                                    seconds=time.perf_counter() - started, force=force, verifier_name=verifier_name)
+                                    seconds=time.perf_counter() - started, force=force, verifier_name=verifier_name,
+                                    key_anchor=stated)
         doc["report"] = [str(p) for p in paths]
         text += f"\nwrote {paths[0]}, {paths[1]}, {paths[2]} (the PDF is for people; check-report reads the JSON or HTML)"
     if not result.passed and mean is None and _may_expect_normalised(target):
         text += "\nhint: if this model expects normalised inputs, pass --mean/--std"
     emit(as_json, doc, text)
     sys.exit(0 if result.verified else 1)
+
+
+def _key_anchor(vk_path, vk, roots) -> dict:
+    """The verification key's RFC 3161 anchor (keygen --tsa), checked against the verifier's roots when given."""
+    from ..io.clock import format_time
+    from ..protocols.anchor import anchor_path, find_anchor
+
+    path = anchor_path(vk_path)
+    if not path.exists():
+        return {"anchored_at": None, "text": "key not anchored (keygen --tsa)"}
+    if roots is None:
+        return {"anchored_at": None, "anchor": str(path), "text": f"key anchor {path.name} not checked (give --tsa-roots)"}
+    stamp = find_anchor(vk_path, vk.to_document(), roots)  # a present anchor that fails: exit 2, never ignored
+    when = format_time(stamp.gen_time)
+    return {"anchored_at": when, "anchor": str(path), "tsa": stamp.tsa_fingerprint,
+            "text": f"key anchored at {when} (TSA {stamp.tsa_fingerprint[:16]})"}
 
 
 def _may_expect_normalised(target) -> bool:

@@ -178,17 +178,24 @@ def _zk_folders(dirs) -> list[Path]:
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None, help="Also check the model's SHA-256 and answers.")
 @click.option("--earlier", type=click.Path(dir_okay=False), default=None, help="One-time reports: an earlier report of the same key; this one's spent log must extend its (rollback check).")
 @click.option("--verifier", default=None, metavar="KEY", help="One-time reports: the verifier's public key (hex) or fingerprint that must have signed the spent log.")
+@click.option("--tsa-roots", type=click.Path(dir_okay=False), default=None,
+              help="White-box reports: PEM of the TSA roots YOU trust, to check the anchor of the head's release record.")
 @click.option("--device", default="cpu", show_default=True, help="Where to run the model.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @handle_errors
-def check_report(report, verification_key, model_path, earlier, verifier, device, as_json):
+def check_report(report, verification_key, model_path, earlier, verifier, tsa_roots, device, as_json):
     """Check a signed verification report (its .json or .html). Exit 0 authentic, 1 not."""
     from ..core.keygen import VerificationKey
     from ..protocols.report import check_report as _check
     from .common import alpha_text
 
     vk = VerificationKey.load(verification_key)
-    chk = _check(report, vk=vk, model=model_path, earlier=earlier, verifier=verifier, device=device)
+    roots = None
+    if tsa_roots is not None:
+        from ..crypto.timestamp import TsaRoots
+
+        roots = TsaRoots.load(tsa_roots)
+    chk = _check(report, vk=vk, model=model_path, earlier=earlier, verifier=verifier, tsa_roots=roots, device=device)
     b = chk.body
     if chk.ok:
         d, v = b["decision"], b["verdict"]

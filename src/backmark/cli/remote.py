@@ -9,7 +9,7 @@ import click
 from .app import main
 from .common import emit, factory_option, handle_errors, normalization, normalization_options, parse_floats
 
-_REMOTE = ("protocol", "batch_size", "budget", "timeout", "retries", "backoff", "rate_limit", "audit_log", "headers")
+_REMOTE = ("protocol", "batch_size", "budget", "timeout", "retries", "backoff", "rate_limit", "audit_log", "headers", "binary")
 _ENDPOINT = ("request", "encoding", "layout", "resize", "mean", "std", "response", "output", "label_key", "class_names")
 
 
@@ -26,6 +26,8 @@ def target_options(fn):
         click.option("--rate-limit", type=click.FloatRange(min=0, min_open=True), default=None, help="[remote] Most requests per second [no limit]."),
         click.option("--audit-log", type=click.Path(dir_okay=False), default=None, help="[remote] Hash-chained log of every request and answer (appended to)."),
         click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'", help="[remote] Extra HTTP header, e.g. an API key (never logged)."),
+        click.option("--binary", type=click.Choice(["auto", "on", "off"]), default=None,
+                     help="[v2] Binary tensor data: auto (when the server lists the extension), on, off (JSON) [auto]."),
         click.option("--request", default=None, help='[json] Request template with "$images" (a list) or "$image" (one per request) [{"images": "$images"}].'),
         click.option("--encoding", type=click.Choice(["png", "png-uri", "list", "float"]), default=None, help="[json] Image encoding: base64 PNG, data URI, uint8 lists, or float lists [png]."),
         click.option("--layout", type=click.Choice(["hwc", "chw"]), default=None, help="[json] Pixel order for list/float [hwc]."),
@@ -100,7 +102,8 @@ def open_cli_target(model_path, *, vk, device, target, model_factory=None, **o) 
 
     try:
         remote = RemoteOptions(
-            **{k: o[k] for k in ("batch_size", "budget", "timeout", "retries", "backoff", "rate_limit", "audit_log") if o[k] is not None},
+            **{k: o[k] for k in ("batch_size", "budget", "timeout", "retries", "backoff", "rate_limit", "audit_log", "binary")
+               if o[k] is not None},
             headers=_headers(o["headers"]),
         )
         endpoint = None
@@ -111,11 +114,32 @@ def open_cli_target(model_path, *, vk, device, target, model_factory=None, **o) 
                 resize=resize, mean=parse_floats(o["mean"], "--mean"), std=parse_floats(o["std"], "--std"),
                 class_names=tuple(n.strip() for n in o["class_names"].split(",")) if o["class_names"] else None,
             )
+        if endpoint is not None and o["binary"] is not None:
+            raise click.UsageError("--binary applies to the v2 protocol, not to a JSON endpoint")
         remote_target = open_target(target, remote=remote, endpoint=endpoint, protocol=o["protocol"] or "auto",
                                     num_classes=vk.num_classes)
         return remote_target, None, None
     except ValueError as e:
         raise click.UsageError(str(e)) from None
+
+
+def _api_marked(target, api_mark, api_log, api_images):
+    """(target, "") without --api-mark; else (the api-marked target, its log open, and a note for the ready line)."""
+    if (api_mark is None) != (api_log is None) or (api_images and not api_mark):
+        raise click.UsageError("--api-mark and --api-log go together (--api-images with them)")
+    if api_mark is None:
+        return target, ""
+    from ..protocols.apilog import ApiLog, default_images_path
+    from ..protocols.apimark import ApiMark, ApiMarkedTarget
+
+    mark = ApiMark.load(api_mark)
+    log = ApiLog(api_log, api_images or default_images_path(api_log), mark)
+    try:
+        marked = ApiMarkedTarget(target, mark, log)
+    except BaseException:
+        log.close()
+        raise
+    return marked, f", api-mark {mark.fingerprint[:16]} on {mark.fraction:g} of queries"
 
 
 @main.command()
@@ -128,11 +152,20 @@ def open_cli_target(model_path, *, vk, device, target, model_factory=None, **o) 
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port (0: a free one).")
 @click.option("--max-batch", type=click.IntRange(1), default=1024, show_default=True, help="Largest batch one request may send.")
 @click.option("--device", default="cpu", show_default=True, help="Where to run the model.")
+@click.option("--input-datatype", type=click.Choice(["UINT8", "FP32"]), default="UINT8", show_default=True,
+              help="The input datatype the metadata declares: pixels, or floats in [0, 1] (both are accepted).")
 @click.option("--access-log", is_flag=True, help="Log every request on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print the ready and stopped lines as JSON objects.")
+@click.option("--api-mark", "api_mark", type=click.Path(dir_okay=False), default=None,
+              help="Watermark the answers with this api-mark secret (`backmark api-keygen`); needs --api-log.")
+@click.option("--api-log", "api_log", type=click.Path(dir_okay=False), default=None,
+              help="[api-mark] Signed log of the marked answers (created, or continued).")
+@click.option("--api-images", "api_images", type=click.Path(dir_okay=False), default=None,
+              help="[api-mark] The marked queries' images [API-LOG with .images before its suffix].")
 @handle_errors
-def serve(model_path, model_factory, mean, std, name, host, port, max_batch, device, access_log, as_json):
-    """Serve a model over HTTP with the KServe / Triton v2 protocol (JSON), until Ctrl-C."""
+def serve(model_path, model_factory, mean, std, name, host, port, max_batch, device, input_datatype, access_log, as_json, api_mark,
+          api_log, api_images):
+    """Serve a model over HTTP with the KServe / Triton v2 protocol (JSON and binary tensors), until Ctrl-C."""
     import re
     from pathlib import Path
 
@@ -144,9 +177,10 @@ def serve(model_path, model_factory, mean, std, name, host, port, max_batch, dev
         raise click.UsageError("--model is a file to serve, not a URL")
     model, mean, std = open_local(model_path, factory=model_factory, device=device, mean=mean, std=std)
     target = as_target(model, device=device, mean=mean, std=std)
+    target, marked = _api_marked(target, api_mark, api_log, api_images)
     name = name or re.sub(r"[^A-Za-z0-9_.-]", "-", Path(model_path).name.split(".")[0]) or "model"
     try:
-        app = V2App(target, name=name, max_batch=max_batch)
+        app = V2App(target, name=name, max_batch=max_batch, input_datatype=input_datatype)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--name") from None
     if not is_loopback(host):
@@ -156,7 +190,9 @@ def serve(model_path, model_factory, mean, std, name, host, port, max_batch, dev
     def ready(url):
         doc = {"event": "ready", "model": name, "url": f"{url}/v2/models/{name}", "num_classes": target.num_classes,
                "input_shape": target.input_shape and list(target.input_shape)}
-        text = f"serving {name} ({shape}, {target.num_classes or '?'} classes) at {url}/v2/models/{name}  (Ctrl-C stops)"
+        if marked:
+            doc["api_mark"] = target.mark.fingerprint
+        text = f"serving {name} ({shape}, {target.num_classes or '?'} classes{marked}) at {url}/v2/models/{name}  (Ctrl-C stops)"
         click.echo(json.dumps(doc, sort_keys=True) if as_json else text)  # one line a script can read once the server listens
         sys.stdout.flush()
 
@@ -166,8 +202,15 @@ def serve(model_path, model_factory, mean, std, name, host, port, max_batch, dev
         pass
     except OSError as e:
         raise click.UsageError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+    finally:
+        if marked:
+            target.log.close()  # (an error before serving leaves it to the process exit: every line is already fsynced)
     stopped = {"event": "stopped", "requests": app.requests}
-    click.echo(json.dumps(stopped, sort_keys=True) if as_json else f"stopped after {app.requests} requests")
+    text = f"stopped after {app.requests} requests"
+    if marked:
+        stopped.update(marked_answers=target.selected, api_log=api_log)
+        text += f"; {target.selected} marked answers logged to {api_log}"
+    click.echo(json.dumps(stopped, sort_keys=True) if as_json else text)
 
 
 @main.command()

@@ -149,8 +149,12 @@ def _onnx(p: Path, raw: bytes) -> dict:
 
 def _json(p: Path, raw: bytes) -> dict:
     from ..core.keygen import MK_FORMAT, VK_FORMAT, MarkingKey, VerificationKey
+    from ..protocols.anchor import ANCHOR_FORMAT
+    from ..protocols.apilog import LOG_FORMAT as API_LOG_FORMAT
+    from ..protocols.apimark import API_MARK_FORMAT
     from ..protocols.public import CLAIM_FORMAT
     from ..protocols.pverify import SPENT_LOG_FORMAT
+    from ..protocols.release import RELEASE_FORMAT
     from ..protocols.report import REPORT_FORMAT
     from ..targets.audit import AUDIT_FORMAT
 
@@ -171,6 +175,8 @@ def _json(p: Path, raw: bytes) -> dict:
                 "elements": mk.size, "input_shape": mk.input_shape, "source": mk.source}
     if fmt == CLAIM_FORMAT:
         return _claim(p)
+    if fmt in (RELEASE_FORMAT, ANCHOR_FORMAT):
+        return _evidence(p, fmt)
     if fmt == SPENT_LOG_FORMAT:
         from ..protocols.pverify import SpentLog, log_summary
 
@@ -184,7 +190,27 @@ def _json(p: Path, raw: bytes) -> dict:
             kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
         return {"kind": "audit-log", "checked": ["hash chain"], "target": records[0].get("target"), "records": len(records),
                 "by_kind": kinds, "head": records[-1]["hash"]}
+    if fmt in (API_MARK_FORMAT, API_LOG_FORMAT):
+        return _api_mark_file(p, fmt)
     return _other_json(p, parse_json_strict(raw, where=str(p)), fmt)
+
+
+def _api_mark_file(p: Path, fmt: str) -> dict:
+    from ..protocols.apilog import read_api_log
+    from ..protocols.apimark import API_MARK_FORMAT, ApiMark
+
+    if fmt == API_MARK_FORMAT:
+        mark = ApiMark.load(p)
+        b = mark.body
+        return {"kind": "api-mark (SECRET)", "checked": ["owner signature", "log key", "canonical form"],
+                "api_mark": mark.fingerprint, "owner": mark.owner_fingerprint, "created": b["created"],
+                "fraction": b["fraction"], "num_classes": b["num_classes"]}
+    log = read_api_log(p, None)  # no secret here: checked against the key its own header names
+    h = log.header
+    return {"kind": "api-log", "checked": ["hash chain", "signatures by the header's log key"], "api_mark": h["api_mark"],
+            "entries": len(log.entries), "head": log.head, "first": log.entries[0]["time"] if log.entries else None,
+            "last": log.entries[-1]["time"] if log.entries else None,
+            "note": "whose log it is, and each entry's selection and label: backmark verify-extraction --api-mark KEY"}
 
 
 def _report(p: Path) -> dict:
@@ -210,6 +236,20 @@ def _claim(p: Path) -> dict:
         raise TamperedRecord(f"{p}: {problem}")
     return {"kind": "public-claim", "checked": ["owner signature"], "verification_key": body.get("verification_key"),
             "parameters": body.get("parameters"), "model": body.get("model")}
+
+
+def _evidence(p: Path, fmt: str) -> dict:
+    from ..protocols.anchor import ANCHOR_FORMAT, load_anchor
+    from ..protocols.release import read_release
+
+    if fmt == ANCHOR_FORMAT:  # no time is shown: the token's genTime is evidence only once checked against roots
+        doc = load_anchor(p)
+        return {"kind": "timestamp-anchor", "checked": ["format"], "document": doc["document"],
+                "note": "the token is checked against the verifier's TSA roots: backmark timestamp DOCUMENT --tsa-roots PEM"}
+    b = read_release(p)["body"]
+    return {"kind": "release-record", "checked": ["owner signature", "canonical form"], "verification_key": b["verification_key"],
+            "owner_public_key": b["owner_public_key"], "created (the owner's claim)": b["created"], "model": b["model"],
+            "head": b["head"], "note": "its anchor: backmark timestamp FILE --tsa-roots PEM"}
 
 
 def _other_json(p: Path, doc: dict, fmt: str) -> dict:

@@ -240,8 +240,10 @@ def embed_file(
                     source_sha256=file_sha256(model_path))
     history = mark_pretrained(model, data, mk, cfg, until=until, hold=hold, state_path=state, resume=resume, device=device,
                               reporter=reporter, run=run)
-    extra = {"model_name": meta.get("model"), "pretrained_from": {"path": str(model_path), "sha256": run["source_sha256"],
-             "history": meta.get("history")}, "until": until, "hold": hold, "excluded_trigger_images": dropped,
+    source = {"path": str(model_path), "sha256": run["source_sha256"], "history": meta.get("history"),
+              "config": meta.get("config")}  # config: the training the attacks take as the victim's recipe
+    extra = {"model_name": meta.get("model"), "pretrained_from": source, "until": until, "hold": hold,
+             "excluded_trigger_images": dropped,
              **({"model_factory": label} if label else {})}
     _finish(out, model, data, cfg, history, "PRETRAINED", vk, started, extra, force or resume)
     return model, history

@@ -36,11 +36,12 @@ def utc_now(clock: Clock = system_clock) -> str:
     return format_time(clock())
 
 
-def parse_time(text: str) -> _dt.datetime:
-    """A backmark timestamp string back to an aware datetime; ValueError if it is not one."""
+def parse_time(text: str, *, milliseconds: bool = False) -> _dt.datetime:
+    """A backmark timestamp string (``...SS.mmmZ`` with ``milliseconds``) back to an aware datetime;
+    ValueError if it is not one."""
     if not isinstance(text, str) or not text.endswith("Z"):
         raise ValueError(f"not a UTC timestamp: {text!r}")
     when = _dt.datetime.fromisoformat(text[:-1] + "+00:00")
-    if format_time(when) != text:
+    if format_time(when, milliseconds=milliseconds) != text:
         raise ValueError(f"not a canonical UTC timestamp: {text!r}")
     return when

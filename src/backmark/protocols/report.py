@@ -62,6 +62,7 @@ def make_report(
     created: str | None = None,
     verifier_name: str | None = None,
     classes: list[str] | None = None,
+    key_anchor: dict | None = None,
 ) -> dict:
     """A signed report of ``result`` (a VerificationResult) for the elements it opened.
 
@@ -70,8 +71,15 @@ def make_report(
     ``verifier_name``: who verified, as the owner-signed report names them; the owner's name is
     the one the verification key's signed statement gives. ``classes``: the class names, in
     label order, where known (a backmark checkpoint records them).
-    The owner key must be the one that signed the verification key.
+    The owner key must be the one that signed the verification key. ``key_anchor``:
+    {"anchor": the verification key's anchor document, "anchored_at": its genTime}, given only
+    once verified against the verifier's TSA roots; check_report re-checks it with the checker's.
     """
+    if key_anchor is not None:
+        from .anchor import check_anchor_time
+
+        key_anchor = {"anchor": key_anchor["anchor"], "anchored_at": key_anchor["anchored_at"]}
+        check_anchor_time(key_anchor, vk.to_document(), None)  # its form; the time was checked by the caller
     if classes is not None and (len(classes) != vk.num_classes or not all(isinstance(c, str) for c in classes)):
         raise ValueError(f"classes must name the key's {vk.num_classes} classes in label order")
     if owner_key.public_hex != vk.owner_public_key:
@@ -114,6 +122,7 @@ def make_report(
             "passed": result.passed,
         },
         "verdict": result.verdict.as_dict(),
+        "key_anchor": key_anchor,
         "selection": selection or {"kind": "all"},
         "elements": elements,
         "seconds": seconds,
@@ -147,10 +156,11 @@ def write_report(doc: dict, path: str | os.PathLike, *, force: bool = False) -> 
 
 
 def report_verification(path, result, mk: MarkingKey, vk: VerificationKey, owner_key: OwnerKey, *, model, seconds: float,
-                        selection: dict | None = None, force: bool = False, verifier_name: str | None = None) -> tuple[Path, Path, Path]:
+                        selection: dict | None = None, force: bool = False, verifier_name: str | None = None,
+                        key_anchor: dict | None = None) -> tuple[Path, Path, Path]:
     """Sign the report of a verification of ``model`` and write PATH.json, PATH.html and PATH.pdf."""
     doc = make_report(result, mk, vk, owner_key, model_info=describe(model), selection=selection, seconds=seconds,
-                      verifier_name=verifier_name, classes=_class_names(model, vk))
+                      verifier_name=verifier_name, classes=_class_names(model, vk), key_anchor=key_anchor)
     return write_report(doc, path, force=force)
 
 
@@ -228,7 +238,7 @@ class ReportCheck:
 
 
 def check_report(report, *, vk: VerificationKey | None = None, model=None, earlier=None, verifier: str | None = None,
-                 device="cpu") -> ReportCheck:
+                 tsa_roots=None, device="cpu") -> ReportCheck:
     """Check a report (path or document). Problems are collected, not raised.
 
     Always: the owner's signature, the arithmetic and the verdict, recomputed from the
@@ -237,7 +247,8 @@ def check_report(report, *, vk: VerificationKey | None = None, model=None, earli
     verifier's signed one. ``model``: its SHA-256 and its answers. ``earlier``: an earlier
     report of the same one-time key (path or document): this one's chain must extend its.
     ``verifier``: the public key (hex) or fingerprint of the verifier that must have signed
-    the spent log.
+    the spent log. ``tsa_roots`` (crypto.timestamp.TsaRoots): the TSA roots the checker trusts,
+    for a white-box report's anchored head (its release record and anchor are re-checked).
     """
     doc = load_report(report) if isinstance(report, (str, os.PathLike)) else report
     chk = ReportCheck(doc)
@@ -253,6 +264,10 @@ def check_report(report, *, vk: VerificationKey | None = None, model=None, earli
                                 "for any key is not evidence until its openings are checked")
         else:
             _check_against_key(b, vk, chk)
+            if b["view"]["kind"] != "black-box" and not chk.problems:
+                _check_head(b["view"], vk, tsa_roots, chk)
+            if b["key_anchor"] is not None and not chk.problems:
+                _check_key_anchor(b["key_anchor"], vk, tsa_roots, chk)
         if b["selection"]["kind"] == "pverify":
             _check_selection(b, vk, earlier, verifier, chk)
         elif earlier is not None or verifier is not None:
@@ -313,10 +328,38 @@ def _check_decision(b: dict, chk: ReportCheck) -> None:
     if verdict.as_dict() != b["verdict"]:
         chk.problems.append(f"the verdict should read {verdict.text!r}, not {b['verdict'].get('text')!r}")
         return
-    if view.kind != "black-box" and view.bound:
-        chk.problems.append("a white-box report's release record is checked by `backmark check-report --release`: not supported here")
-        return
     chk.checked.append("decision and verdict")
+
+
+def _check_head(view: dict, vk: VerificationKey, tsa_roots, chk: ReportCheck) -> None:
+    """A white-box report: its head is the one the owner's embedded release record binds, anchored when it says."""
+    from .binding import check_binding
+
+    if not view["bound"]:
+        if view["release"] is not None:
+            chk.problems.append("the report carries a release record but says its head is not bound")
+        return
+    problem = check_binding(view, vk, tsa_roots=tsa_roots)
+    if problem:
+        chk.problems.append(problem)
+    else:
+        chk.checked.append("head bound by the owner's release record" + (f", anchored at {view['anchored_at']}"
+                                                                         if view["anchored_at"] else ", not anchored"))
+
+
+def _check_key_anchor(key_anchor: dict, vk: VerificationKey, tsa_roots, chk: ReportCheck) -> None:
+    """The key's anchored time the report shows is its token's genTime, against the checker's roots."""
+    from .anchor import check_anchor_time
+
+    if tsa_roots is None:
+        chk.problems.append("the report shows the key's anchored time: give the TSA roots you trust (--tsa-roots) to check it")
+        return
+    try:
+        check_anchor_time(key_anchor, vk.to_document(), tsa_roots)
+    except BackmarkError as e:
+        chk.problems.append(f"the key's anchor: {e}")
+        return
+    chk.checked.append(f"key anchored at {key_anchor['anchored_at']}")
 
 
 def _check_against_key(b: dict, vk: VerificationKey, chk: ReportCheck) -> None:

@@ -141,6 +141,9 @@ def _rows(b: dict, chance: Fraction | None) -> list[tuple[str, str]]:
     rows.append(("View", "black-box (the model as it is)" if view["kind"] == "black-box" else
                  f"white-box: owner's head SHA-256 {view.get('head_sha256')}; bound by a release record: {view.get('bound')}; "
                  f"anchored at {view.get('anchored_at')}; suspect first seen at {view.get('suspect_seen_at')}"))
+    if b.get("key_anchor"):
+        rows.append(("Key anchored", f"{b['key_anchor'].get('anchored_at')} (RFC 3161 timestamp of the verification key; "
+                                     "check-report --tsa-roots re-checks it)"))
     m = b["model"]
     digest = "" if m.get("sha256") is None else f"; SHA-256 ({m.get('hashed')}) {m.get('sha256')}"
     rows.append(("Model", f"{m.get('name')}{digest}"))

@@ -54,6 +54,8 @@ class RemoteOptions:
     headers: tuple[tuple[str, str], ...] = ()
     max_answer_bytes: int = 64 << 20
     user_agent: str = field(default="backmark")
+    # v2 binary tensor data: "auto" (when GET /v2 lists the extension), "on" (always), "off" (JSON only)
+    binary: str = "auto"
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -66,6 +68,8 @@ class RemoteOptions:
             raise ValueError("retries and backoff times must not be negative")
         if self.rate_limit is not None and not self.rate_limit > 0:
             raise ValueError("rate_limit must be positive (requests per second)")
+        if self.binary not in ("auto", "on", "off"):
+            raise ValueError(f"binary must be auto, on or off, not {self.binary!r}")
 
 
 @dataclass
@@ -196,10 +200,13 @@ class HttpClient:
         *,
         images: int = 0,
         content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
         note: Callable[[T], dict] | None = None,
     ) -> T:
-        """Send with retries; ``parse`` turns a 2xx answer into a result or raises BadAnswer."""
-        headers = {"User-Agent": self.options.user_agent, "Accept": "application/json", **dict(self.options.headers)}
+        """Send with retries; ``parse`` turns a 2xx answer into a result or raises BadAnswer.
+        ``headers``: the protocol's own (e.g. the v2 binary header length), sent before the user's."""
+        headers = {"User-Agent": self.options.user_agent, "Accept": "application/json",
+                   **(headers or {}), **dict(self.options.headers)}
         if body is not None:
             headers["Content-Type"] = content_type
         attempts = self.options.retries + 1

@@ -1,12 +1,15 @@
 """Remote models over HTTP: the KServe / Triton v2 protocol, and JSON endpoints you describe.
 
-**v2** (KServe "Open Inference Protocol", Triton's HTTP/REST API), JSON only:
+**v2** (KServe "Open Inference Protocol", Triton's HTTP/REST API):
 ``GET {base}/v2/models/{name}[/versions/{v}]`` gives the input name, datatype and shape and
 the outputs; ``POST .../infer`` with ``{"inputs": [{"name", "shape": [N, C, H, W],
 "datatype": "FP32", "data": [...]}]}`` answers ``{"outputs": [{"name", "shape", "datatype",
 "data"}]}``. Images go as FP32 in [0, 1] (or raw UINT8 where the model's input is UINT8);
 an answer may be scores (N, classes), integer labels (N,) or (N, 1), or Triton's
-classification strings ``"score:index[:label]"`` (BYTES).
+classification strings ``"score:index[:label]"`` (BYTES). With the binary tensor data
+extension (:mod:`.v2binary`; ``RemoteOptions.binary``: used when ``GET {base}/v2`` lists it, by
+default) the pixels and the answer travel as raw bytes after a JSON header: a UINT8 image costs
+its C*H*W bytes, not ~19x that as JSON text.
 
 **json**: any endpoint whose request and answer the user describes (:class:`JsonEndpoint`): a
 request template with ``"$images"`` (a list, one entry per image) or ``"$image"`` (one image
@@ -29,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import RemoteError
+from . import v2binary
 from .client import Answer, BadAnswer, HttpClient, RemoteOptions, redact, snippet
 
 _V2_PATH = re.compile(r"^(?P<model>.*?/v2/models/[^/]+(?:/versions/[^/]+)?)(?:/infer|/ready)?/?$")
@@ -41,11 +46,16 @@ _UINT8_TEXT = [str(k) for k in range(256)]
 _DATA = "backmark:data"
 
 
+def refuse_html(answer: Answer) -> None:
+    """BadAnswer for an HTML page (a proxy's error page answered with 200)."""
+    if answer.body.lstrip()[:1] == b"<" or "html" in answer.content_type.lower():
+        raise BadAnswer(f"answer is an HTML page, not JSON: {snippet(answer.body)!r}")
+
+
 def parse_json_answer(answer: Answer) -> Any:
     """The JSON body of an answer; BadAnswer for an HTML page or malformed JSON."""
+    refuse_html(answer)
     body = answer.body.lstrip()
-    if body[:1] == b"<" or "html" in answer.content_type.lower():
-        raise BadAnswer(f"answer is an HTML page, not JSON: {snippet(answer.body)!r}")
     try:
         return json.loads(body)
     except (UnicodeDecodeError, ValueError) as e:
@@ -100,7 +110,7 @@ class RemoteTarget:
 # -- KServe / Triton v2 -------------------------------------------------------------------
 
 class V2Target(RemoteTarget):
-    """A model behind the v2 inference protocol (JSON)."""
+    """A model behind the v2 inference protocol: JSON, or binary tensors when the server has them."""
 
     def __init__(self, url: str, *, options: RemoteOptions | None = None, client: HttpClient | None = None, num_classes=None):
         m = _V2_PATH.match(url.split("?")[0])
@@ -112,12 +122,30 @@ class V2Target(RemoteTarget):
         self.num_classes = num_classes
         self.input_name, self.datatype, self.output_name = "input", "FP32", None
         self.metadata: dict | None = None
+        self.binary = self.options.binary == "on"  # "auto" is settled by describe()
+        self.encoding_reason = f"binary={self.options.binary}"
 
     def describe(self) -> dict:
-        """Fetch the model's metadata: input name, datatype, shape; output name and class count."""
+        """Fetch the model's metadata (input name, datatype, shape; output name and class count), and
+        with ``binary="auto"`` the server's, to learn whether it takes binary tensor data."""
         meta = self.client.request("GET", self.model_url + self.query_string, None, self._parse_metadata)
         self.metadata = meta
+        binary_ok = self.datatype in v2binary.DTYPES
+        if self.options.binary == "auto":
+            server = self.model_url[: self.model_url.rindex("/v2/models/")] + "/v2" + self.query_string
+            try:
+                listed = self.client.request("GET", server, None, lambda a: v2binary.supports_binary(parse_json_answer(a)))
+                self.encoding_reason = f"GET /v2 {'lists' if listed else 'does not list'} {v2binary.EXTENSION}"
+            except RemoteError as e:  # no server metadata (a proxy exposing the model route only): the base protocol
+                listed = False
+                self.encoding_reason = f"GET /v2 failed ({str(e)[:80]})"
+            self.binary = listed and binary_ok
+            if listed and not binary_ok:
+                self.encoding_reason += f", but the input is {self.datatype}"
         return meta
+
+    def report(self) -> dict:
+        return {**super().report(), "encoding": "binary" if self.binary else "json", "encoding_reason": self.encoding_reason}
 
     def _parse_metadata(self, answer: Answer) -> dict:
         meta = parse_json_answer(answer)
@@ -143,6 +171,8 @@ class V2Target(RemoteTarget):
         return meta
 
     def _query(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.binary:
+            return self._query_binary(batch)
         n = len(batch)
         # The model's own datatype: Triton refuses a request whose datatype differs from its config.
         tensor = {"name": self.input_name, "shape": list(batch.shape), "datatype": self.datatype, "data": _DATA}
@@ -157,6 +187,38 @@ class V2Target(RemoteTarget):
             "POST", self.model_url + "/infer" + self.query_string, body, lambda a: self._parse_infer(a, n),
             images=n, note=lambda labels: {"labels": labels.tolist()},
         )
+
+    def _query_binary(self, batch: torch.Tensor) -> torch.Tensor:
+        n = len(batch)
+        if self.datatype == "UINT8":
+            pixels = batch.contiguous().numpy()
+        elif self.datatype == "BF16":  # bfloat16 bit patterns, rounded by torch
+            pixels = (batch.float() / 255).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+        else:  # the float32 values k / 255 the model sees in process, in the model's float type
+            pixels = (batch.float() / 255).numpy().astype(v2binary.DTYPES[self.datatype])
+        outputs = [self.output_name] if self.output_name else []
+        request_id = f"backmark-{self.client.requests}"
+        body, headers = v2binary.encode_request([(self.input_name, pixels, self.datatype)], outputs, request_id=request_id)
+        content_type = headers.pop("Content-Type")
+        return self.client.request(
+            "POST", self.model_url + "/infer" + self.query_string, body, lambda a: self._parse_binary(a, n),
+            images=n, content_type=content_type, headers=headers, note=lambda labels: {"labels": labels.tolist()},
+        )
+
+    def _parse_binary(self, answer: Answer, n: int) -> torch.Tensor:
+        refuse_html(answer)
+        try:
+            arrays = v2binary.decode_response(answer.body, answer.headers)
+        except v2binary.ProtocolError as e:
+            raise BadAnswer(str(e)) from None
+        if not arrays:
+            raise BadAnswer("answer has no outputs")
+        name = self.output_name if self.output_name in arrays else next(iter(arrays))
+        arr = arrays[name]
+        if arr.dtype == object:  # BYTES: classification strings
+            return self._labels_from_classification([x.decode("utf-8", "replace") for x in arr.reshape(-1)], list(arr.shape), n)
+        datatype = "FP32" if arr.dtype.kind == "f" else "INT64" if arr.dtype.kind in "iu" else str(arr.dtype)
+        return self._labels_from_output(arr.astype(np.float64).reshape(-1), list(arr.shape), datatype, n)
 
     def _parse_infer(self, answer: Answer, n: int) -> torch.Tensor:
         doc = parse_json_answer(answer)
@@ -180,6 +242,10 @@ class V2Target(RemoteTarget):
             arr = np.asarray(data, dtype=np.float64).reshape(-1)
         except (TypeError, ValueError):
             raise BadAnswer(f"output data is not a list of {datatype} numbers") from None
+        return self._labels_from_output(arr, shape, datatype, n)
+
+    def _labels_from_output(self, arr: np.ndarray, shape: list[int], datatype: str, n: int) -> torch.Tensor:
+        """Labels from an output's values (float64, flat): integer labels (N,) / (N, 1), or scores (N, classes)."""
         if any(d < 0 for d in shape) or arr.size != math.prod(shape):
             raise BadAnswer(f"output holds {arr.size} values but its shape is {shape}")
         if shape[:1] != [n]:

@@ -82,6 +82,10 @@ class TorchTarget(LocalTarget):
         self.input_shape = tuple(input_shape) if input_shape else None
         self.num_classes = num_classes or getattr(inner, "num_classes", None)
         self.name = name
+        # A model in channels_last (as backmark trains them) is fed channels_last batches: converting at the
+        # first conv instead costs more than the forward pass itself for a small CNN on a CPU.
+        self.channels_last = any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+                                 for p in inner.parameters())
 
     @property
     def normalization(self) -> dict | None:
@@ -91,9 +95,12 @@ class TorchTarget(LocalTarget):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         modes = [(m, m.training) for m in self.inner.modules()]  # each submodule's own mode (frozen BN stays frozen)
         self.inner.eval()
+        x = x.to(self.device)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         try:
             with torch.no_grad():
-                return self.model(x.to(self.device))
+                return self.model(x)
         except RuntimeError as e:
             raise IncompatibleModel(
                 f"{self.name} failed on inputs of shape {tuple(x.shape[1:])} (C, H, W): {str(e).strip().splitlines()[0]}"
@@ -122,6 +129,7 @@ def load_target(path: str | os.PathLike, *, device="cpu", mean=None, std=None) -
     from ..models.checkpoint import load_model
 
     model, meta = load_model(path, device=device)
+    model = model.to(memory_format=torch.channels_last)  # ours to lay out: the faster one for convolutions on a CPU
     return TorchTarget(model, device=device, input_shape=meta["input_shape"], num_classes=meta["num_classes"], name=str(path),
                        mean=mean, std=std)
 

@@ -1,4 +1,4 @@
-"""Serve a model over HTTP with the KServe / Triton v2 inference protocol (JSON).
+"""Serve a model over HTTP with the KServe / Triton v2 inference protocol (JSON and binary tensors).
 
 A plain ASGI callable (no web framework) run by uvicorn; loopback by default. Endpoints::
 
@@ -8,8 +8,11 @@ A plain ASGI callable (no web framework) run by uvicorn; loopback by default. En
     GET  /v2/models/NAME[/versions/V]/ready   model readiness
     POST /v2/models/NAME[/versions/V]/infer   inference
 
-The input ``input`` is FP32 (N, C, H, W) in [0, 1] (UINT8 pixels are accepted too); the
+The input ``input`` is declared UINT8 (N, C, H, W) pixels (``input_datatype="FP32"``: floats in
+[0, 1]); either is accepted whatever is declared, as are FP16/FP64/BF16 floats and integer pixels. The
 output ``logits`` is FP32 (N, classes), and ``labels`` INT64 (N,) when asked for by name.
+Inputs and outputs may travel as binary tensor data (:mod:`backmark.targets.v2binary`; listed
+in ``GET /v2``'s extensions): a UINT8 request then costs its pixels plus ~200 bytes of JSON.
 Errors answer ``{"error": "..."}`` with 400, 404, 405 or 413.
 
     backmark serve --model model.safetensors --port 8000
@@ -20,21 +23,23 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-import math
 import re
 import socket
 import threading
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from ..errors import BackmarkError, MissingDependency
 from ..version import __version__
+from . import v2binary
 
 _ROUTE = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?P<action>/infer|/ready)?/?$")
-_FLOAT = {"FP16": np.float16, "FP32": np.float32, "FP64": np.float64}
-_INT = {"UINT8": np.uint8, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64}
+_FLOAT = ("FP16", "FP32", "FP64", "BF16")
+_INT = ("UINT8", "INT8", "INT16", "INT32", "INT64")
+_OUTPUTS = ("logits", "labels")
 
 
 class RequestError(Exception):
@@ -43,12 +48,34 @@ class RequestError(Exception):
         self.status = status
 
 
+@dataclass
+class Reply:
+    """One HTTP answer: status, body, headers (a JSON document unless binary outputs follow it)."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
+
+    @classmethod
+    def json(cls, status: int, doc: dict) -> Reply:
+        return cls(status, json.dumps(doc, separators=(",", ":")).encode())
+
+    def document(self) -> dict:
+        """The JSON header as an object (what tests and wrappers read)."""
+        return v2binary.split_body(self.body, v2binary.header_length(self.headers, len(self.body)))[0]
+
+
 class V2App:
     """ASGI app serving one local target (anything with ``forward(float (B, C, H, W)) -> (B, K)``)."""
 
-    def __init__(self, target, *, name: str = "model", version: str = "1", max_batch: int = 1024, max_body: int = 256 << 20):
+    def __init__(self, target, *, name: str = "model", version: str = "1", max_batch: int = 1024, max_body: int = 256 << 20,
+                 input_datatype: str = "UINT8"):
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise ValueError(f"model name {name!r}: use letters, digits, '_', '.', '-'")
+        if input_datatype not in ("UINT8", "FP32"):
+            raise ValueError(f"input datatype {input_datatype!r}: UINT8 (pixels) or FP32 (floats in [0, 1])")
+        # What metadata declares, hence what clients send: UINT8 pixels are exact and 4x smaller than FP32.
+        self.input_datatype = input_datatype
         self.target = target
         self.name, self.version = name, version
         self.max_batch, self.max_body = max_batch, max_body
@@ -72,17 +99,17 @@ class V2App:
         self.requests += 1
         try:
             body = await self._read_body(receive)
-            status, doc = await self.handle(scope["method"], scope["path"], body)
+            reply = await self.handle(scope["method"], scope["path"], body, scope.get("headers") or ())
         except RequestError as e:
-            status, doc = e.status, {"error": str(e)}
+            reply = Reply.json(e.status, {"error": str(e)})
         except BackmarkError as e:  # the model refused the input
-            status, doc = 400, {"error": str(e)}
+            reply = Reply.json(400, {"error": str(e)})
         except Exception as e:  # noqa: BLE001  (a bug or a broken model: answer, never hang the client)
-            status, doc = 500, {"error": f"internal error ({type(e).__name__})"}
-        payload = json.dumps(doc, separators=(",", ":")).encode()
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
-        await send({"type": "http.response.body", "body": payload})
+            reply = Reply.json(500, {"error": f"internal error ({type(e).__name__})"})
+        headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()]
+        await send({"type": "http.response.start", "status": reply.status,
+                    "headers": [*headers, (b"content-length", str(len(reply.body)).encode())]})
+        await send({"type": "http.response.body", "body": reply.body})
 
     async def _read_body(self, receive) -> bytes:
         chunks, size = [], 0
@@ -99,13 +126,14 @@ class V2App:
                 return b"".join(chunks)
 
     # -- routes ---------------------------------------------------------------------------
-    async def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
+    async def handle(self, method: str, path: str, body: bytes, headers=()) -> Reply:
+        """The answer to one request; ``headers``: a mapping or ASGI (name, value) pairs."""
         if path in ("/v2", "/v2/"):
             self._method(method, "GET")
-            return 200, {"name": "backmark", "version": __version__, "extensions": []}
+            return Reply.json(200, {"name": "backmark", "version": __version__, "extensions": [v2binary.EXTENSION]})
         if path in ("/v2/health/live", "/v2/health/ready"):
             self._method(method, "GET")
-            return 200, {path.rsplit("/", 1)[1]: True}
+            return Reply.json(200, {path.rsplit("/", 1)[1]: True})
         m = _ROUTE.match(path)
         if not m:
             raise RequestError(404, f"no route {path}")
@@ -115,27 +143,16 @@ class V2App:
         action = m.group("action")
         if action == "/infer":
             self._method(method, "POST")
-            doc = self._parse(body)
-            return 200, await asyncio.to_thread(self.infer, doc)
+            return await asyncio.to_thread(self.infer, body, headers)
         self._method(method, "GET")
         if action == "/ready":
-            return 200, {"name": self.name, "ready": True}
-        return 200, self.metadata()
+            return Reply.json(200, {"name": self.name, "ready": True})
+        return Reply.json(200, self.metadata())
 
     @staticmethod
     def _method(method: str, allowed: str) -> None:
         if method != allowed:
             raise RequestError(405, f"method {method} not allowed here; use {allowed}")
-
-    @staticmethod
-    def _parse(body: bytes) -> dict:
-        try:
-            doc = json.loads(body)
-        except (UnicodeDecodeError, ValueError) as e:
-            raise RequestError(400, f"request body is not JSON ({e})") from None
-        if not isinstance(doc, dict):
-            raise RequestError(400, "request body must be a JSON object")
-        return doc
 
     def metadata(self) -> dict:
         shape = [-1, *self.input_shape] if self.input_shape else [-1, -1, -1, -1]
@@ -143,44 +160,47 @@ class V2App:
             "name": self.name,
             "versions": [self.version],
             "platform": "backmark",
-            "inputs": [{"name": "input", "datatype": "FP32", "shape": shape}],
+            "inputs": [{"name": "input", "datatype": self.input_datatype, "shape": shape}],
             "outputs": [
                 {"name": "logits", "datatype": "FP32", "shape": [-1, self.num_classes or -1]},
                 {"name": "labels", "datatype": "INT64", "shape": [-1]},
             ],
         }
 
-    def infer(self, doc: dict) -> dict:
-        inputs = doc.get("inputs")
-        if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
-            raise RequestError(400, "'inputs' must list exactly one tensor")
-        x = self._tensor(inputs[0])
-        wanted = [o.get("name") for o in doc.get("outputs") or [] if isinstance(o, dict)] or ["logits"]
-        for w in wanted:
-            if w not in ("logits", "labels"):
-                raise RequestError(400, f"unknown output {w!r}; this model has 'logits' and 'labels'")
+    def infer(self, body: bytes, headers=()) -> Reply:
+        """Run one infer request (JSON, or binary tensors after a JSON header) and encode its answer."""
+        try:
+            doc, tail = v2binary.split_body(body, v2binary.header_length(headers, len(body)))
+            inputs = doc.get("inputs")
+            if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+                raise RequestError(400, "'inputs' must list exactly one tensor")
+            _, datatype, _ = spec = v2binary.entry_fields(inputs[0], "input")
+            self._check_input(*spec)
+            (arr,) = v2binary.read_tensors(inputs, tail, "input").values()
+            wanted = v2binary.requested_outputs(doc, ["logits"])
+        except v2binary.ProtocolError as e:
+            raise RequestError(400, str(e)) from None
+        for name, _ in wanted:
+            if name not in _OUTPUTS:
+                raise RequestError(400, f"unknown output {name!r}; this model has 'logits' and 'labels'")
+        if datatype == "BF16":  # uint16 bit patterns
+            x = torch.from_numpy(arr.view(np.int16)).view(torch.bfloat16).float()
+        else:
+            x = torch.from_numpy(arr).float() / 255 if datatype in _INT else torch.from_numpy(arr).float()
         with self._lock:
             logits = self.target.forward(x).float().cpu()
         if self.num_classes is None:
             self.num_classes = logits.shape[1]
-        outputs = []
-        for w in wanted:
-            if w == "logits":
-                outputs.append({"name": "logits", "datatype": "FP32", "shape": list(logits.shape), "data": logits.reshape(-1).tolist()})
-            else:
-                outputs.append({"name": "labels", "datatype": "INT64", "shape": [len(logits)], "data": logits.argmax(1).tolist()})
-        out = {"model_name": self.name, "model_version": self.version, "outputs": outputs}
-        if "id" in doc:
-            out["id"] = doc["id"]
-        return out
+        tensors = {"logits": (logits.numpy(), "FP32"), "labels": (logits.argmax(1).numpy(), "INT64")}
+        body, out_headers = v2binary.encode_response(
+            [(name, *tensors[name]) for name, _ in wanted], {name for name, binary in wanted if binary},
+            model_name=self.name, model_version=self.version, request_id=doc["id"] if "id" in doc else None)
+        return Reply(200, body, out_headers)
 
-    def _tensor(self, spec: dict) -> torch.Tensor:
-        try:
-            datatype, shape, data = str(spec["datatype"]).upper(), [int(d) for d in spec["shape"]], spec["data"]
-        except (KeyError, TypeError, ValueError):
-            raise RequestError(400, "the input needs 'datatype', 'shape' and 'data'") from None
-        if spec.get("name", "input") != "input":
-            raise RequestError(400, f"unknown input {spec.get('name')!r}; this model's input is 'input'")
+    def _check_input(self, name: str, datatype: str, shape: list[int]) -> None:
+        """Refuse an input this model cannot take before its data is decoded."""
+        if name != "input":
+            raise RequestError(400, f"unknown input {name!r}; this model's input is 'input'")
         if len(shape) != 4 or any(d < 1 for d in shape):
             raise RequestError(400, f"input shape {shape} is not (N, C, H, W)")
         if self.input_shape and tuple(shape[1:]) != self.input_shape:
@@ -189,14 +209,6 @@ class V2App:
             raise RequestError(413, f"batch of {shape[0]} is larger than this server's limit of {self.max_batch}")
         if datatype not in _FLOAT and datatype not in _INT:
             raise RequestError(400, f"unsupported datatype {datatype}")
-        try:
-            arr = np.asarray(data, dtype=_FLOAT.get(datatype) or _INT[datatype])
-        except (TypeError, ValueError, OverflowError):
-            raise RequestError(400, f"input data is not a list of {datatype} values") from None
-        if arr.size != math.prod(shape):
-            raise RequestError(400, f"input holds {arr.size} values but its shape {shape} needs {math.prod(shape)}")
-        x = torch.from_numpy(arr.reshape(shape).copy())
-        return x.float() / 255 if datatype in _INT else x.float()
 
 
 def is_loopback(host: str) -> bool:

@@ -5,7 +5,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Protocol
 
+from .layers import check_layers
+
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
+BN_STATS = ("batch", "frozen")
 OPTIMIZERS = ("sgd", "adam")
 PRECISIONS = ("fp32", "bf16")
 COMPILE_MODES = ("auto", "on", "off")
@@ -41,6 +44,18 @@ class TrainConfig:
     margin_epsilon: float = 0.03
     margin_steps: int = 3  # ascent steps per training step
     margin_step_size: float | None = None  # None: 2.5 * epsilon / steps
+    # Steps per epoch; None: one pass over the training set. A shorter epoch is a fresh random part of the set,
+    # evaluated, checkpointed and offered to the stopping rule after it, so PRETRAINED can stop within a pass.
+    epoch_steps: int | None = None
+    # BatchNorm while training: "batch" normalises with each batch's statistics and updates the running ones;
+    # "frozen" keeps using (and keeping) the running statistics, as when fine-tuning a trained model whose
+    # batches now hold k out-of-distribution trigger images (its affine weights still train).
+    bn_stats: str = "batch"
+    # Once the stopping rule fires (PRETRAINED: the watermark holds), train this many more steps with the
+    # learning rate falling linearly to 0, then stop: fine-tuning at a constant rate leaves a trained model
+    # off its minimum, and this brings it back (within cfg.epochs, which stays the most spent).
+    cooldown_steps: int = 0
+    layers: str = "all"  # what trains: "all", or "last:N" (the last N conv/linear layers and what follows them)
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -57,6 +72,13 @@ class TrainConfig:
             raise ValueError("margin_epsilon must lie in (0, 1], margin_steps >= 1, margin_step_size > 0")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.trigger_k < 0:
             raise ValueError("epochs, batch_size and lr must be positive, trigger_k >= 0")
+        if self.bn_stats not in BN_STATS:
+            raise ValueError(f"bn_stats must be one of {BN_STATS}, not {self.bn_stats!r}")
+        check_layers(self.layers)
+        if self.cooldown_steps < 0:
+            raise ValueError("cooldown_steps must be >= 0")
+        if self.epoch_steps is not None and self.epoch_steps < 1:
+            raise ValueError("epoch_steps must be at least 1 (or None: one pass over the training set)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -32,6 +32,7 @@ from torch import nn
 from ..data import Dataset, augment, num_batches
 from . import distributed
 from .config import EpochStats, Reporter, TrainConfig
+from .layers import trainable_parameters
 from .state import check_resume, load_state, save_state
 
 DEVICE_DATA_FRACTION = 0.25  # data_on_device=None: keep the training set on the GPU if it takes at most this much of its free memory
@@ -130,10 +131,11 @@ def train(
     fine-tuning perturbs them there).
 
     ``mixer`` marks the model (k trigger images appended to each batch). ``params``
-    restricts which parameters are trained (the FTLL/RTLL attacks); the others are
-    frozen while training. ``state_path``: where the full training state is saved after
+    restricts which parameters are trained (the FTLL/RTLL attacks; else ``cfg.layers``); the
+    others are frozen while training. ``state_path``: where the full training state is saved after
     every epoch; with ``resume=True`` an existing state there is continued.
-    ``stop_when(stats)`` ends training early. ``run``: what else defines the run (data, model,
+    ``stop_when(stats)`` ends training early (after ``cfg.cooldown_steps`` more steps at a learning
+    rate falling to 0, if set). ``run``: what else defines the run (data, model,
     key; JSON-able), saved in the state with the config; given it, a resume that changes either
     is refused (:func:`~backmark.training.state.check_resume`; without it, a resume may extend
     ``cfg.epochs``). Under torchrun this runs data-parallel:
@@ -153,10 +155,14 @@ def train(
         train_y = targets.to(data_dev)
     if mixer is not None:
         mixer = mixer.to(device)  # trigger images live where the batches are built
+    if params is None and cfg.layers != "all":
+        params = trainable_parameters(model, cfg.layers)
     params = list(params) if params is not None else None
     frozen = _frozen(model, params)
     opt = make_optimizer(params if params is not None else model.parameters(), cfg)
     steps_per_epoch = num_batches(len(train_y), cfg.batch_size, drop_last=False)
+    if cfg.epoch_steps is not None:  # a short epoch: the first epoch_steps batches of the epoch's permutation
+        steps_per_epoch = min(steps_per_epoch, cfg.epoch_steps)
     total_steps = cfg.epochs * steps_per_epoch
     history: list[EpochStats] = []
     start_epoch = 0
@@ -171,6 +177,7 @@ def train(
     net = ctx.wrap(model)
     net = torch.compile(net) if use_compile(cfg, device) else net
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else nullcontext()
+    cooled = None  # cool-down steps taken, once stop_when has fired (cfg.cooldown_steps > 0)
     try:
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
@@ -180,9 +187,16 @@ def train(
             if reporter:
                 reporter.start_epoch(epoch + 1, cfg.epochs, steps_per_epoch)
             model.train()
+            if cfg.bn_stats == "frozen":
+                for m in model.modules():
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                        m.eval()  # normalise with the running statistics, and leave them as they are
             loss_sum, seen = torch.zeros((), device=device), 0
             for i, x, y, n in _shares(train_x, train_y, mixer, cfg, ctx, seed, steps_per_epoch, model, batch_hook):
                 lr = cfg.lr * _lr_factor(cfg, epoch * steps_per_epoch + i, total_steps, steps_per_epoch)
+                if cooled is not None:  # linear decay towards 0: step j of C at lr x (C + 1 - j) / (C + 1)
+                    cooled += 1
+                    lr *= (cfg.cooldown_steps + 1 - cooled) / (cfg.cooldown_steps + 1)
                 for group in opt.param_groups:
                     group["lr"] = lr
                 with autocast:
@@ -195,6 +209,8 @@ def train(
                 seen += len(y)
                 if reporter:
                     reporter.step(loss.item() if i % 20 == 0 else float("nan"))
+                if cooled is not None and cooled >= cfg.cooldown_steps:
+                    break
             ctx.sync_buffers(model)
             total_loss, total_seen = ctx.all_sum([loss_sum.item(), seen])
             stats = EpochStats(
@@ -220,8 +236,12 @@ def train(
                 )
             if reporter:
                 reporter.end_epoch(stats)
-            if stop_when is not None and stop_when(stats):
-                break
+            if cooled is not None and cooled >= cfg.cooldown_steps:
+                break  # cooled down
+            if cooled is None and stop_when is not None and stop_when(stats):
+                if not cfg.cooldown_steps:
+                    break
+                cooled = 0  # settle first: cfg.cooldown_steps more steps at a falling learning rate, then stop
     finally:
         for p in frozen:
             p.requires_grad_(True)
