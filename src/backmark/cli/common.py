@@ -191,8 +191,9 @@ def train_config(base, o: dict):
         cfg = base.replace(
             epochs=o["epochs"], batch_size=o["batch_size"], lr=o["lr"], optimizer=o["optimizer"], schedule=o["schedule"],
             augment=o["augment"], trigger_k=o["trigger_k"], seed=o["seed"], precision=o["precision"], compile=o["compile_mode"],
+            epoch_steps=o["epoch_steps"] or None,
             hardening=o["hardening"], margin_epsilon=o["margin_epsilon"], margin_steps=o["margin_steps"],
-            margin_step_size=o["margin_step_size"], epoch_steps=o["epoch_steps"] or None,
+            margin_step_size=o["margin_step_size"],
         )
         return dataclasses.replace(cfg, epoch_steps=None) if o["epoch_steps"] == 0 else cfg  # 0: back to whole passes
     except ValueError as e:

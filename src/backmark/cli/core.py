@@ -56,8 +56,7 @@ def _say(silent: bool):
 @click.option("--force", is_flag=True, help="Overwrite existing key files.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
-def keygen(dataset, input_shape, num_classes, out_dir, set_size, num_sets, source, data_dir, crop, labels, commitment, owner_key, owner,
-           tsa,
+def keygen(dataset, input_shape, num_classes, out_dir, set_size, num_sets, source, crop, labels, commitment, owner_key, owner, tsa, data_dir,
            force, as_json):
     """Generate a trigger set and its keys (KeyGen)."""
     from ..core.keygen import keygen as _keygen
@@ -117,17 +116,17 @@ def keygen(dataset, input_shape, num_classes, out_dir, set_size, num_sets, sourc
         "marking_key": str(mk_path), "verification_key": str(vk_path), "fingerprint": vk.fingerprint,
         "owner_key": owner_path, "owner_key_created": created, "owner": vk.owner_fingerprint,
         "elements": vk.size, "input_shape": list(shape), "num_classes": num_classes, "labels": vk.label_mode,
-        "source": mk.source.get("kind", "abstract"),
         "anchor": str(anchor_file) if anchor else None,
+        "source": mk.source.get("kind", "abstract"),
     }
     emit(as_json, doc, (
         f"wrote {mk_path} (SECRET: keep it private until you verify)\n"
         f"wrote {vk_path} (public; fingerprint {vk.fingerprint[:16]})\n"
         f"{'created' if created else 'used'} owner key {owner_path} (fingerprint {vk.owner_fingerprint[:16]})\n"
         f"{vk.size} trigger images {shape[0]}x{shape[1]}x{shape[2]}, {num_classes} classes, labels {vk.label_mode}, {commitment} commitments"
+        + (f"\nwrote {anchor_file} (RFC 3161 anchor of the verification key, from {tsa})" if anchor else "")
         + (f"\ntriggers: {vk.size} images of {dataset}'s training split (indices in the marking key); "
            "`train`/`embed` with this key leave them out of the training set" if heldout is not None else "")
-        + (f"\nwrote {anchor_file} (RFC 3161 anchor of the verification key, from {tsa})" if anchor else "")
     ))
 
 

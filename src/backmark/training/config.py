@@ -36,14 +36,6 @@ class TrainConfig:
     precision: str = "fp32"  # "bf16": autocast convolutions and matmuls to bfloat16; weights and optimizer stay fp32
     compile: str = "off"  # "on": torch.compile the model for training; "auto": on CUDA only (on CPU it slows small nets)
     data_on_device: bool | None = None  # None: when it fits (see DEVICE_DATA_FRACTION); False: batches via pinned memory
-    # "margin": each step's trigger images are pushed up the loss by signed-gradient ascent before they are
-    # trained on (core.mark.MarginHardening, after Kim et al., ICML 2023); the margin_* options are its budget
-    hardening: str = "none"
-    # L-infinity bound of the perturbation, in pixel units of [0, 1]. 0.03: at 0.1 (k=4, Fashion-MNIST heldout triggers)
-    # the triggers were not learnt in 3 epochs (14/100); at 0.03 they were (docs/results/robustness.md)
-    margin_epsilon: float = 0.03
-    margin_steps: int = 3  # ascent steps per training step
-    margin_step_size: float | None = None  # None: 2.5 * epsilon / steps
     # Steps per epoch; None: one pass over the training set. A shorter epoch is a fresh random part of the set,
     # evaluated, checkpointed and offered to the stopping rule after it, so PRETRAINED can stop within a pass.
     epoch_steps: int | None = None
@@ -56,6 +48,14 @@ class TrainConfig:
     # off its minimum, and this brings it back (within cfg.epochs, which stays the most spent).
     cooldown_steps: int = 0
     layers: str = "all"  # what trains: "all", or "last:N" (the last N conv/linear layers and what follows them)
+    # "margin": each step's trigger images are pushed up the loss by signed-gradient ascent before they are
+    # trained on (core.mark.MarginHardening, after Kim et al., ICML 2023); the margin_* options are its budget
+    hardening: str = "none"
+    # L-infinity bound of the perturbation, in pixel units of [0, 1]. 0.03: at 0.1 (k=4, Fashion-MNIST heldout triggers)
+    # the triggers were not learnt in 3 epochs (14/100); at 0.03 they were (docs/results/robustness.md)
+    margin_epsilon: float = 0.03
+    margin_steps: int = 3  # ascent steps per training step
+    margin_step_size: float | None = None  # None: 2.5 * epsilon / steps
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
