@@ -146,3 +146,22 @@ def test_layers_choose_what_trains(fmnist_2k):
     args = ["embed", "--model", "x.safetensors", "--watermark", "mk.json", "--out", "o.safetensors", "--layers", "first"]
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 2 and "'all' or 'last:N'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_short_epochs_score_part_of_the_test_set_and_the_last_epoch_all_of_it(fmnist_small, small_keys, monkeypatch):
+    from backmark.core.mark import mark_pretrained
+    from backmark.experiments.workflow import new_model
+    from backmark.training import TrainConfig, accuracy, loop
+
+    monkeypatch.setattr(loop, "SHORT_EPOCH_TEST_IMAGES", 300)
+    data = fmnist_small.subset(1000, seed=0, test_size=1200)
+    scored = []
+    real = loop._accuracy
+    monkeypatch.setattr(loop, "_accuracy", lambda model, x, y, ctx: scored.append(len(y)) or real(model, x, y, ctx))
+    model = new_model("fmnist-cnn", data, seed=0)
+    cfg = TrainConfig(epochs=3, batch_size=32, lr=0.05, schedule="constant", trigger_k=8, epoch_steps=2)
+    history = mark_pretrained(model, data, small_keys[0], cfg, until=1.01, device="cpu")  # never held: every epoch runs
+    assert len(history) == 3
+    n_triggers = len(small_keys[0].labels)
+    assert [n for n in scored if n != n_triggers] == [300, 300, 300, 1200]  # the last epoch again, on all 1200
+    assert history[-1].test_acc == accuracy(model, data.test_x, data.test_y)

@@ -153,7 +153,8 @@ def train_options(fn):
     opts = [
         click.option("--epochs", type=click.IntRange(1), default=None, help="Epochs [recipe default]."),
         click.option("--epoch-steps", type=click.IntRange(0), default=None,
-                     help="Steps per epoch (each a fresh random part of the data, then scored); 0: one pass [recipe]."),
+                     help="Steps per epoch (each a fresh random part of the data, then scored on 1000 test "
+                          "images, the last epoch on all); 0: one pass [recipe]."),
         click.option("--batch-size", type=click.IntRange(1), default=None, help="Clean images per batch [recipe]."),
         click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate [recipe]."),
         click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default=None, help="Optimizer [sgd]."),

@@ -98,7 +98,7 @@ class TrainConfig:
 class EpochStats:
     epoch: int  # 1-based
     train_loss: float
-    test_acc: float
+    test_acc: float  # with cfg.epoch_steps: on the first SHORT_EPOCH_TEST_IMAGES test images, except in the last epoch
     trigger_acc: float | None
     seconds: float
     lr: float

@@ -18,6 +18,7 @@ off by default), ``data_on_device``.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -35,6 +36,7 @@ from .config import EpochStats, Reporter, TrainConfig
 from .layers import trainable_parameters
 from .state import check_resume, load_state, save_state
 
+SHORT_EPOCH_TEST_IMAGES = 1000  # cfg.epoch_steps: test images scored after each short epoch but the last (all of them)
 DEVICE_DATA_FRACTION = 0.25  # data_on_device=None: keep the training set on the GPU if it takes at most this much of its free memory
 
 
@@ -176,6 +178,9 @@ def train(
     net = ctx.wrap(model)
     net = torch.compile(net) if use_compile(cfg, device) else net
     step = _Stepper(net, opt, cfg, ctx, fmt, steps_per_epoch, reporter)
+    # Short epochs are checks of the stopping rule, not passes: between them score only part of the test set
+    score_n = SHORT_EPOCH_TEST_IMAGES if cfg.epoch_steps is not None else len(data.test_y)
+    score_x, score_y = data.test_x[:score_n], data.test_y[:score_n]
     try:
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
@@ -192,22 +197,25 @@ def train(
             stats = EpochStats(
                 epoch=epoch + 1,
                 train_loss=total_loss / max(total_seen, 1),
-                test_acc=_accuracy(model, data.test_x, data.test_y, ctx),
+                test_acc=_accuracy(model, score_x, score_y, ctx),
                 trigger_acc=_accuracy(model, mixer.inputs, mixer.labels, ctx) if mixer is not None else None,
                 seconds=time.perf_counter() - t0,
                 lr=lr,
             )
+            fired = step.cooled is None and stop_when is not None and stop_when(stats)  # it sees every epoch until it fires
+            ends = step.cooled_down or epoch + 1 == cfg.epochs or (fired and not cfg.cooldown_steps)
+            if ends and len(score_y) < len(data.test_y):  # the last epoch is scored on the whole test set
+                stats = dataclasses.replace(stats, test_acc=_accuracy(model, data.test_x, data.test_y, ctx),
+                                            seconds=time.perf_counter() - t0)
             history.append(stats)
             if state_path is not None and ctx.is_main:
                 save_state(state_path, {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
                                         "history": [h.as_dict() for h in history], "config": cfg.to_dict(), "run": run or {}})
             if reporter:
                 reporter.end_epoch(stats)
-            if step.cooled_down:
+            if ends:
                 break
-            if step.cooled is None and stop_when is not None and stop_when(stats):
-                if not cfg.cooldown_steps:
-                    break
+            if fired:
                 step.cooled = 0  # settle first: cfg.cooldown_steps more steps at a falling learning rate, then stop
     finally:
         for p in frozen:
