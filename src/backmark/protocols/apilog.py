@@ -154,6 +154,8 @@ def read_api_images(path: str | os.PathLike, mark: ApiMark) -> ApiImages:
             raise TamperedRecord(f"{p}:{k}: not a stored query image ({e})") from None
         if sha256_hex(canonical_image_bytes(img)) != d["query"]:
             raise TamperedRecord(f"{p}:{k}: the image does not hash to its query hash (the image was edited)")
+        if png_b64(img) != d["png"]:  # one encoding per image: a file reads the same to every reader, byte for byte
+            raise TamperedRecord(f"{p}:{k}: the image is not stored as backmark stores it (the file was edited)")
         if d["query"] in images:
             raise TamperedRecord(f"{p}:{k}: query {d['query'][:16]}... is stored twice")
         images[d["query"]] = img
