@@ -58,6 +58,29 @@ def test_natural_images_with_true_labels_are_not_evidence(fmnist_2k, marked_fmni
 
 
 @pytest.mark.slow
+def test_labels_fitted_to_a_suspects_own_answers_pass_the_calibrated_null_and_are_still_not_ownership(fmnist_small, marked_fmnist,
+                                                                                                       references):
+    # The thief queries the suspect and keeps the images on which it answers unlike independent models of the task
+    # (models like the verifier's: here, to keep the test small, the verifier's own) and labels them with its answers.
+    # The reference models then rarely match, so the calibrated test rejects: the verdict says what that is and never
+    # claims ownership (exit 1).
+    from backmark.models.checkpoint import load_model
+
+    suspect, _ = marked_fmnist
+    x = fmnist_small.test_x
+    answers = predict(suspect, x)
+    others = torch.stack([predict(load_model(p)[0], x) for p in references])
+    odd = (others != answers).all(dim=0).nonzero().flatten()[:40]
+    assert len(odd) == 40, len(odd)
+    images = x[odd].permute(0, 2, 3, 1).numpy()
+    mk, vk = keygen(input_shape=fmnist_small.input_shape, num_classes=10, owner_key=OwnerKey.generate(), set_size=40,
+                    images=images, labels=answers[odd].tolist(), created="2026-01-01T00:00:00Z")
+    cal = verify(suspect, mk, vk, reference_models=references)
+    assert cal.matches == 40 and cal.passed, cal.summary()  # the forgery passes the test ...
+    assert not cal.verified and not cal.verdict.claims_ownership and "NOT OWNERSHIP EVIDENCE" in cal.verdict.text
+
+
+@pytest.mark.slow
 def test_labels_copied_from_a_stolen_model_are_not_evidence(fmnist_2k, marked_fmnist, references):
     stolen, _ = marked_fmnist
     thief = OwnerKey.generate()
@@ -81,7 +104,7 @@ def test_the_honest_owner_of_an_owner_chosen_label_key_verifies_against_referenc
     assert hist[-1].trigger_acc >= 0.9
     assert verify(marked, mk, vk).verdict.kind == "owner-chosen-labels"  # not evidence by itself
     cal = verify(marked, mk, vk, reference_models=references)
-    assert cal.verified and cal.verdict.kind == "calibrated", cal.summary()
+    assert cal.passed and not cal.verified and cal.verdict.kind == "calibrated", cal.summary()  # never ownership alone
     refs = cal.null.as_dict()
     assert refs["pooled_trials"] == 4 * 100 and len(refs["references"]) == 4 and refs["alpha_bound"] == cal.alpha / 2
     # the same model given twice is not two independent reference models

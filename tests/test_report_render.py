@@ -95,7 +95,7 @@ def test_the_chart_is_the_exact_binomial():
 def test_every_verdict_kind_is_explained(marked, kind):
     doc = json.loads(json.dumps(marked))
     body = doc["body"]
-    body["verdict"] = {"kind": kind, "text": kind.upper(), "claims_ownership": kind in ("ownership", "calibrated")}
+    body["verdict"] = {"kind": kind, "text": kind.upper(), "claims_ownership": kind == "ownership"}
     if kind == "calibrated":
         body["null"] = {"kind": "calibrated", "p0": "3/20", "alpha_bound": 2.0**-65, "pooled_matches": 9, "pooled_trials": 80,
                         "references": [{"name": f"ref{i}.safetensors", "sha256": "ab" * 32, "matches": 4 + i, "n": N}

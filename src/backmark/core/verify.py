@@ -10,8 +10,8 @@ one rule every verification, report check and claim check applies:
 
 - OWNERSHIP VERIFIED: derived labels (exact null), the model queried as it is, alpha at or
   below the floor, the test rejects;
-- VERIFIED AGAINST A CALIBRATED NULL: owner-chosen labels with reference models the verifier
-  supplies (:func:`calibrate_null`);
+- MATCHES ABOVE A CALIBRATED NULL: owner-chosen labels with reference models the verifier
+  supplies (:func:`calibrate_null`); reported, never ownership (the labels could fit the suspect);
 - WHITE-BOX ...: the owner's kept head swapped in; evidence only when a release record binds
   the head and its trusted time precedes the suspect;
 - NOT VERIFIED, NOT EVIDENCE: OWNER-CHOSEN LABELS, PASSED AT A WEAK ALPHA: everything else.
@@ -128,8 +128,11 @@ def judge(*, null: str, view: View, passed: bool | None, alpha: float, reference
         return Verdict("white-box", f"WHITE-BOX MATCH (owner's head, anchored at {view.anchored_at}): evidence only against "
                        f"a suspect that appeared after {view.anchored_at}", False)
     if null == "calibrated":
-        return Verdict("calibrated", f"VERIFIED AGAINST A CALIBRATED NULL (owner-chosen labels; {references} reference "
-                       "models supplied by the verifier)", True)
+        # Not ownership: a claimant who can query the suspect can choose images on which it answers unlike
+        # independent models (its own errors) and label them with its answers; the reference models then miss them.
+        return Verdict("calibrated", f"MATCHES ABOVE A CALIBRATED NULL (owner-chosen labels; {references} reference "
+                       "models supplied by the verifier): NOT OWNERSHIP EVIDENCE ON ITS OWN (labels the claimant chose "
+                       "could have been fitted to this suspect's own answers)", False)
     return Verdict("ownership", "OWNERSHIP VERIFIED", True)
 
 

@@ -48,7 +48,9 @@ def shows(b: dict) -> str:
         return (f"The model gives the owner's chosen labels far more often than the verifier's "
                 f"{len(b['null'].get('references') or ())} reference models of the task, trained independently of the "
                 "owner, do. Under the assumption below (a model not trained with the key matches them no more often than "
-                "those reference models do on average), the model was not trained independently of the key.")
+                "those reference models do on average), the model was not trained independently of the key. That "
+                "assumption fails when the claimant chose the labels after querying this model (its own mistakes, "
+                "labelled with its answers, are rare among the reference models), so this is not ownership evidence.")
     if kind == "white-box" and v["claims_ownership"]:
         return (f"With the owner's kept output layer swapped in (a head the owner's release record binds, anchored at "
                 f"{view.get('anchored_at')}), the model reproduces the key's labels; the head's trusted time precedes the "
