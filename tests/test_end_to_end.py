@@ -9,6 +9,7 @@ from backmark.experiments.workflow import embed_file, train_file
 from backmark.models import create_model
 from backmark.models.checkpoint import load_model
 from backmark.training import TrainConfig
+from backmark.training.recipes import recipe_for
 
 CFG = TrainConfig(epochs=2, batch_size=128, lr=0.05, trigger_k=16)
 
@@ -48,10 +49,10 @@ def test_fromscratch_verifies_and_clean_model_is_rejected(trained, keys):
 def test_pretrained_embedding(trained, fmnist_small, keys):
     d, _, clean_hist = trained
     mk, vk = keys
-    model, hist = embed_file(data=fmnist_small, model_path=d / "clean.safetensors", cfg=CFG.replace(lr=0.02, epochs=4, schedule="constant"),
-                             out=d / "pre.safetensors", keys=keys)
-    assert hist[-1].trigger_acc == 1.0 and len(hist) <= 4  # stops once the watermark holds
-    assert hist[-1].test_acc > clean_hist[-1].test_acc - 0.03
+    recipe = recipe_for("fashion-mnist").embed  # what `backmark embed` uses: the last two layers, 10-step epochs
+    model, hist = embed_file(data=fmnist_small, model_path=d / "clean.safetensors", cfg=recipe, out=d / "pre.safetensors", keys=keys)
+    assert hist[-1].trigger_acc == 1.0 and len(hist) < recipe.epochs  # stops once the watermark holds
+    assert hist[-1].test_acc > clean_hist[-1].test_acc - 0.02  # the full test set, scored at the last epoch
     assert verify(model, mk, vk).verified
 
 
