@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from backmark.training.memory import keep_freed_memory, keeps_freed_memory
+
 # Two-sided 95% Student-t quantiles t(0.975, df) for df = 1..30; beyond, the normal quantile
 # plus the first term of its expansion in 1/df (error < 0.002 for df > 30).
 _T975 = [
@@ -237,6 +239,13 @@ def interval_text(d: dict, digits: int = 3) -> str:
     return f"{d['ratio']:.{digits}f} [{d['lo']:.{digits}f}, {d['hi']:.{digits}f}]"
 
 
+def use_malloc(system: bool) -> None:
+    """Benchmark what the ``backmark`` command runs: malloc keeping freed memory (training/memory.py),
+    unless ``system`` (``--system-malloc``: glibc's default, to measure what the setting saves)."""
+    if not system:
+        keep_freed_memory()
+
+
 def environment(device: torch.device | None = None) -> dict:
     env = {
         "torch": torch.__version__,
@@ -245,6 +254,7 @@ def environment(device: torch.device | None = None) -> dict:
         "cpus": os.cpu_count(),
         "machine": platform.machine(),
         "load_average_at_start": list(os.getloadavg()),
+        "malloc": "keeps freed memory (backmark's setting)" if keeps_freed_memory() else "the C library's default",
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
     }
     if device is not None and device.type == "cuda":
@@ -265,6 +275,7 @@ __all__ = [
     "sync",
     "t975",
     "timed",
+    "use_malloc",
     "verdict",
     "verdict_both",
     "wall",

@@ -23,7 +23,18 @@ import json
 import time
 
 import torch
-from _harness import Timing, compare, environment, interleave, interval_text, ratio_interval, rounds_of, verdict_both, wall
+from _harness import (
+    Timing,
+    compare,
+    environment,
+    interleave,
+    interval_text,
+    ratio_interval,
+    rounds_of,
+    use_malloc,
+    verdict_both,
+    wall,
+)
 
 from backmark.core.keygen import keygen
 from backmark.core.mark import TriggerMixer
@@ -193,9 +204,11 @@ def add_common_args(p: argparse.ArgumentParser, models: list[str]) -> None:
     p.add_argument("--compile", choices=["auto", "on", "off"], default="off")
     p.add_argument("--no-channels-last", action="store_true")
     p.add_argument("--json", dest="json_out", default=None, help="Also write the results here.")
+    p.add_argument("--system-malloc", action="store_true", help="The C library's malloc as it is, not the backmark command's setting.")
 
 
 def run(args) -> dict:
+    use_malloc(getattr(args, "system_malloc", False))
     device = torch.device(args.device)
     rows = [embed_overhead(m, args.steps or STEPS[m], device, args) for m in args.models]
     return {"environment": environment(device), "embed_overhead": rows}

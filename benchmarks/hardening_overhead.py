@@ -18,7 +18,7 @@ import json
 import time
 
 import torch
-from _harness import compare, environment, interleave, interval_text, rounds_of, verdict_both
+from _harness import compare, environment, interleave, interval_text, rounds_of, use_malloc, verdict_both
 from embed_overhead import DATASET_OF, STEPS, add_common_args, bench_data, new_model, speed_config, steps_arm, trigger_mixer
 
 from backmark.core.mark import MarginHardening
@@ -73,6 +73,7 @@ def main() -> None:
     p.add_argument("--margin-steps", type=int, default=d.margin_steps)
     p.add_argument("--trigger-k", type=int, default=None, help="Triggers per batch [the recipe's].")
     args = p.parse_args()
+    use_malloc(args.system_malloc)
     device = torch.device(args.device)
     hardening = MarginHardening(epsilon=args.margin_epsilon, steps=args.margin_steps)
     rows = [hardening_overhead(m, args.steps or STEPS[m], device, hardening, args=args) for m in args.models]

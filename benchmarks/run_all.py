@@ -27,7 +27,7 @@ import embed_overhead
 import torch
 import train_throughput
 import verify_latency
-from _harness import environment, interval_text
+from _harness import environment, interval_text, use_malloc
 
 FULL = {  # per benchmark: models and seconds per model (the whole run stays under 10 minutes here)
     "embed_overhead": {"models": ["fmnist-cnn", "cifar-fast"], "budget": 100.0, "min_rounds": 8, "max_rounds": 200},
@@ -92,7 +92,7 @@ def markdown(doc: dict) -> str:
     env = doc["environment"]
     parts = [
         f"Command: `{doc['command']}`, {doc['seconds']:.0f} s, {env['date']}; torch {env['torch']}, {env['threads']} threads, "
-        f"{env['cpus']} CPUs, load average at the start {env['load_average_at_start'][0]:.1f}.",
+        f"{env['cpus']} CPUs, load average at the start {env['load_average_at_start'][0]:.1f}; malloc {env.get('malloc', 'not recorded')}.",
         "Every ratio is the geometric mean over paired rounds with its 95% interval [lo, hi] (wall time; CPU time beside it).",
         "",
         "## Targets",
@@ -132,7 +132,9 @@ def main() -> None:
     )
     ap.add_argument("--out", default="docs/results/bench", help="Folder for benchmarks.json and benchmarks.md.")
     ap.add_argument("--threads", type=int, default=None, help="torch threads [torch's default: one per core].")
+    ap.add_argument("--system-malloc", action="store_true", help="The C library's malloc as it is, not the backmark command's setting.")
     args = ap.parse_args()
+    use_malloc(args.system_malloc)
     if args.threads:
         torch.set_num_threads(args.threads)  # on a machine busier than its cores, 1 thread wastes less waiting for the other
     plan = QUICK if args.quick else FULL
@@ -144,7 +146,7 @@ def main() -> None:
     }
     doc = {
         "command": "python benchmarks/run_all.py" + (" --quick" if args.quick else "") + f" --out {args.out}"
-        + (f" --threads {args.threads}" if args.threads else ""),
+        + (f" --threads {args.threads}" if args.threads else "") + (" --system-malloc" if args.system_malloc else ""),
         "quick": args.quick,
         "environment": env,
         "seconds": time.perf_counter() - started,

@@ -34,7 +34,7 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _harness import cpu, environment, interleave, interval_text, ratio_interval, rounds_of, verdict_both, wall
+from _harness import cpu, environment, interleave, interval_text, ratio_interval, rounds_of, use_malloc, verdict_both, wall
 from embed_overhead import DATASET_OF, add_common_args, bench_data, embed_overhead, new_model, speed_config, trigger_mixer
 from embed_overhead import STEPS as OVERHEAD_STEPS
 from embed_overhead import markdown as overhead_markdown
@@ -241,6 +241,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def run(args) -> dict:
+    use_malloc(getattr(args, "system_malloc", False))
     device = torch.device(args.device)
     rows = [throughput(m, args.steps or STEPS[m], args.workers, device, args) for m in args.models]
     overhead = [] if args.no_overhead else [embed_overhead(m, OVERHEAD_STEPS[m], device, args) for m in args.models]

@@ -49,6 +49,7 @@ from backmark.experiments.workflow import data_meta, new_model
 from backmark.models.checkpoint import load_model, save_model
 from backmark.training import accuracy, train
 from backmark.training.layers import trainable_parameters
+from backmark.training.memory import keep_freed_memory
 from backmark.training.recipes import recipe_for
 
 # (k, lr, layers, bn, cool) per dataset; layers: "all" or "last:N" (the last N weight layers and the norms after them);
@@ -229,6 +230,7 @@ def main() -> None:
         return
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as the backmark command does (the figures are counts of images, not seconds)
     explicit_model = args.model is not None
     args.model = args.model or recipe_for(args.dataset).model
     Path(args.work).mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,8 @@ import sys
 import click
 from click.exceptions import NoArgsIsHelpError
 
+from ..errors import BackmarkError
+from ..training.memory import keep_freed_memory_unless_told
 from ..version import __version__
 
 
@@ -48,5 +50,10 @@ def main():
                       --verification-key keys/verification-key.json
     Or all of it at once: backmark demo
     """
+    try:
+        keep_freed_memory_unless_told()  # CPU training steps reuse their freed activations (training/memory.py)
+    except BackmarkError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
     if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 alone prints results (errors still reach stderr)
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (for the life of the process)
