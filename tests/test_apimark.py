@@ -19,12 +19,14 @@ from scipy.stats import binom
 
 from backmark.cli import main
 from backmark.crypto import canonical_image_bytes, canonical_json, sha256_hex
-from backmark.errors import BackmarkError, InvalidKey, KeyMismatch, TamperedKey, TamperedRecord
+from backmark.crypto.timestamp import TsaRoots
+from backmark.errors import BackmarkError, InvalidKey, InvalidTimestamp, KeyMismatch, TamperedKey, TamperedRecord
 from backmark.io.documents import dumps_json
 from backmark.io.png import png_b64, png_decode
 from backmark.models import create_model
 from backmark.models.checkpoint import save_model
 from backmark.protocols.apilog import ApiLog, read_api_images, read_api_log
+from backmark.protocols.anchor import log_head_document, new_anchor, timestamp_query
 from backmark.protocols.apimark import ApiMark, ApiMarkedTarget, query_images
 from backmark.protocols.extraction import verify_extraction
 from backmark.targets import TorchTarget, open_target
@@ -36,6 +38,13 @@ from .conftest import serving
 pytestmark = pytest.mark.timeout(300)
 FRACTION = 0.2  # tests mark a fifth of the queries, so 500 queries give ~100 logged answers
 QUERIES = 500
+LATER, EARLIER = "2100-01-01T00:00:00Z", "2000-01-01T00:00:00Z"  # the suspect first seen after / before the head's anchor
+
+
+def head_anchor(tsa, head: str) -> dict:
+    """An RFC 3161 anchor of a log head from a local TSA, as the owner makes it when he publishes the head."""
+    doc = log_head_document(head)
+    return new_anchor(doc, reply=tsa.reply(timestamp_query(doc)))
 
 
 def clock():
@@ -207,16 +216,24 @@ def train_student(data, queries, labels):
 
 
 @pytest.mark.slow
-def test_a_student_of_the_api_verifies_and_an_independent_one_does_not(api, fmnist_2k, tmp_path):
+def test_a_student_of_the_api_verifies_and_an_independent_one_does_not(api, fmnist_2k, tmp_path, tsa_a):
     meta = {"model": "fmnist-cnn", "num_classes": 10, "input_shape": [1, 28, 28], "mean": list(fmnist_2k.mean),
             "std": list(fmnist_2k.std)}
     own = TorchTarget(api["model"]).predict(api["queries"])
-    head = read_api_log(api["log"], api["mark"]).head  # as published before the suspects were known
+    head = read_api_log(api["log"], api["mark"]).head  # as published before the suspects were known, and anchored (by file)
+    r = run("timestamp", "--log-head", head, "--query-out", tmp_path / "head.tsq")
+    assert r.exit_code == 0, r.output
+    (tmp_path / "head.tsr").write_bytes(tsa_a.reply((tmp_path / "head.tsq").read_bytes()))
+    r = run("timestamp", "--log-head", head, "--reply", tmp_path / "head.tsr", "--tsa-roots", tsa_a.root_pem,
+            "--out", tmp_path / "head.timestamp.json")
+    assert r.exit_code == 0 and "anchored at" in r.output, r.output
+    fixed = ("--head", head, "--head-anchor", tmp_path / "head.timestamp.json", "--tsa-roots", tsa_a.root_pem,
+             "--suspect-seen-at", LATER)
     results = {}
     for name, labels in [("stolen", api["answers"]), ("independent", own)]:  # same queries, same victim, same recipe
         save_model(tmp_path / f"{name}.safetensors", train_student(fmnist_2k, api["queries"], labels), meta)
         r = run("verify-extraction", "--model", tmp_path / f"{name}.safetensors", "--api-mark", api["dir"] / "api-mark.json",
-                "--log", api["log"], "--head", head, "--json")
+                "--log", api["log"], *fixed, "--json")
         results[name] = (r.exit_code, json.loads(r.stdout))
     for name, (code, doc) in results.items():  # the figures docs/results/api-mark.md quotes (pytest -rP shows them)
         print(f"{name}: exit {code}, {doc['matches']}/{doc['n']} matched, threshold {doc['threshold']}, "
@@ -225,27 +242,50 @@ def test_a_student_of_the_api_verifies_and_an_independent_one_does_not(api, fmni
     assert code == 0 and doc["verified"] and doc["matches"] >= doc["threshold"], doc["matches"]
     assert doc["n"] == api["stats"]["selected"] and doc["p0_exact"] == "1/10" and doc["log2_p_value"] < -64
     assert doc["verdict"]["kind"] == "extraction" and doc["null"]["kind"] == "exact" and head in doc["null"]["assumption"]
+    assert doc["head_anchored_at"] is not None and doc["suspect_seen_at"] == LATER
     r = run("verify-extraction", "--model", tmp_path / "stolen.safetensors", "--api-mark", api["dir"] / "api-mark.json",
             "--log", api["log"])  # no head fixed before the suspect: the owner could have made the log after
     assert r.exit_code == 1 and r.stdout.startswith("MATCH, NOT EVIDENCE: NO LOG HEAD FIXED") and "assumption: none" in r.stdout
+    r = run("verify-extraction", "--model", tmp_path / "stolen.safetensors", "--api-mark", api["dir"] / "api-mark.json",
+            "--log", api["log"], "--head", head)  # a head alone: only the verifier's word that it came first
+    assert r.exit_code == 1 and r.stdout.startswith("MATCH, NOT EVIDENCE: THE LOG HEAD IS NOT ANCHORED"), r.stdout
+    r = run("verify-extraction", "--model", tmp_path / "stolen.safetensors", "--api-mark", api["dir"] / "api-mark.json",
+            "--log", api["log"], *fixed[:-1], EARLIER)  # the suspect was seen before the head was anchored
+    assert r.exit_code == 1 and r.stdout.startswith("MATCH, NOT EVIDENCE: THE LOG HEAD WAS ANCHORED AT"), r.stdout
     code, doc = results["independent"]
     assert code == 1 and not doc["verified"] and doc["matches"] < doc["threshold"] / 2, doc["matches"]
     r = run("verify-extraction", "--model", api["ckpt"], "--api-mark", api["dir"] / "api-mark.json", "--log", api["log"])
     assert r.exit_code == 1 and r.stdout.startswith("NOT VERIFIED: ")  # the victim itself never learnt the API's answers
 
 
-def test_verify_extraction_replays_through_any_target_and_a_published_head(api):
+def test_verify_extraction_replays_through_any_target_and_a_published_head(api, tsa_a, tsa_b, tsa_roots_a):
     mark, n = api["mark"], api["stats"]["selected"]
     api_itself = ApiMarkedTarget(TorchTarget(api["model"]), mark, None)  # answers exactly what was logged
     unfixed = verify_extraction(api_itself, mark, api["log"], api["images"])
     assert unfixed.decision.passed and not unfixed.verified and unfixed.verdict.kind == "unfixed-log"
     assert unfixed.decision.matches == n and unfixed.log["distinct_queries"] == n
     head = read_api_log(api["log"], mark).head
-    full = verify_extraction(api_itself, mark, api["log"], api["images"], head=head)
+    vouched = verify_extraction(api_itself, mark, api["log"], api["images"], head=head)  # the verifier's word alone
+    assert vouched.decision.passed and not vouched.verified and vouched.verdict.kind == "unanchored-head"
+    assert "only the verifier says" in vouched.assumption
+    fixed = {"head": head, "head_anchor": head_anchor(tsa_a, head), "tsa_roots": tsa_roots_a, "suspect_seen_at": LATER}
+    full = verify_extraction(api_itself, mark, api["log"], api["images"], **fixed)
     assert full.verified and full.verdict.text.startswith("EXTRACTION VERIFIED") and "OWNERSHIP" not in full.summary()
-    victim = verify_extraction(api["model"], mark, api["log"], api["images"], head=head)
+    assert full.head_anchored_at in full.assumption and full.head_fixed
+    late = verify_extraction(api_itself, mark, api["log"], api["images"], **{**fixed, "suspect_seen_at": EARLIER})
+    assert late.decision.passed and not late.verified and late.verdict.kind == "late-head"
+    unstated = verify_extraction(api_itself, mark, api["log"], api["images"], **{**fixed, "suspect_seen_at": None})
+    assert not unstated.verified and unstated.verdict.kind == "late-head"
+    with pytest.raises(InvalidTimestamp, match="another document"):  # an anchor of an earlier head does not fix this one
+        verify_extraction(api_itself, mark, api["log"], api["images"],
+                          **{**fixed, "head_anchor": head_anchor(tsa_a, read_api_log(api["log"], mark).heads[40])})
+    with pytest.raises(InvalidTimestamp):  # a TSA the verifier does not trust
+        verify_extraction(api_itself, mark, api["log"], api["images"], **{**fixed, "tsa_roots": TsaRoots.load(tsa_b.root_pem)})
+    with pytest.raises(BackmarkError, match="--tsa-roots"):
+        verify_extraction(api_itself, mark, api["log"], api["images"], **{**fixed, "tsa_roots": None})
+    victim = verify_extraction(api["model"], mark, api["log"], api["images"], **fixed)
     assert not victim.verified and victim.decision.n == n and victim.verdict.kind == "not-verified"
-    weak = verify_extraction(api_itself, mark, api["log"], api["images"], head=head, alpha=1e-3, allow_weak_alpha=True)
+    weak = verify_extraction(api_itself, mark, api["log"], api["images"], **fixed, alpha=1e-3, allow_weak_alpha=True)
     assert weak.decision.passed and not weak.verified and weak.verdict.kind == "weak-alpha"
     with pytest.raises(BackmarkError, match="floor"):
         verify_extraction(api_itself, mark, api["log"], api["images"], head=head, alpha=1e-3)

@@ -62,6 +62,18 @@ def handle_errors(fn):
     return wrapper
 
 
+def check_seen_at(value: str | None) -> None:
+    """A --suspect-seen-at time, as the clock reads it (io.clock.parse_time), or a usage error."""
+    from ..io.clock import parse_time
+
+    if value is None:
+        return
+    try:
+        parse_time(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: write a UTC time such as 2026-06-01T00:00:00Z", param_hint="--suspect-seen-at") from None
+
+
 def parse_alpha(value: str) -> float:
     """'2^-64', '1e-9' or '0.001' -> float in (0, 1)."""
     try:

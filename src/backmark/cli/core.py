@@ -10,6 +10,7 @@ import click
 
 from .app import main
 from .common import (
+    check_seen_at,
     data_options,
     emit,
     factory_option,
@@ -251,7 +252,6 @@ def verify(model_path, model_factory, marking_key, verification_key, alpha, allo
     from ..core.keygen import MarkingKey, VerificationKey
     from ..core.verify import check_alpha
     from ..core.verify import verify as _verify
-    from ..io.clock import parse_time
     from ..io.files import check_writable
 
     alpha = parse_alpha(alpha)
@@ -261,11 +261,7 @@ def verify(model_path, model_factory, marking_key, verification_key, alpha, allo
                                "--release RECORD, the owner's release record binding that head (backmark release)")
     if releases and output_layer is None:
         raise click.UsageError("--release binds a head: give the head with --output-layer")
-    if suspect_seen_at is not None:
-        try:
-            parse_time(suspect_seen_at)
-        except ValueError:
-            raise click.BadParameter(f"{suspect_seen_at!r}: write a UTC time such as 2026-06-01T00:00:00Z", param_hint="--suspect-seen-at") from None
+    check_seen_at(suspect_seen_at)
     if report:
         from ..protocols.report import report_paths
 

@@ -90,7 +90,9 @@ def release(model_path, marking_key, verification_key, owner_key, output_layer, 
 
 
 @main.command()
-@click.argument("document", type=click.Path(dir_okay=False))
+@click.argument("document", type=click.Path(dir_okay=False), required=False)
+@click.option("--log-head", default=None, metavar="HEX",
+              help="Instead of a document: an api log's head (the hash verify-extraction cuts the log at); needs --out.")
 @click.option("--tsa", default=None, metavar="URL", help="Ask this TSA (HTTP) for a timestamp of the document.")
 @click.option("--reply", type=click.Path(dir_okay=False), default=None,
               help="Or take a TSA's reply (.tsr) or token obtained by other means (by file).")
@@ -103,8 +105,8 @@ def release(model_path, marking_key, verification_key, owner_key, output_layer, 
 @click.option("--force", is_flag=True, help="Overwrite an existing anchor or query file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
-def timestamp(document, tsa, reply, query_out, tsa_roots, out, force, as_json):
-    """Anchor a verification key or release record with an RFC 3161 timestamp, or check its anchor.
+def timestamp(document, log_head, tsa, reply, query_out, tsa_roots, out, force, as_json):
+    """Anchor a verification key, a release record or an api log's head with an RFC 3161 timestamp, or check its anchor.
 
     \b
     Over HTTP:  backmark timestamp verification-key.json --tsa URL
@@ -112,6 +114,7 @@ def timestamp(document, tsa, reply, query_out, tsa_roots, out, force, as_json):
                 (have a TSA answer q.tsq, e.g. openssl ts -reply ... -out r.tsr)
                 backmark timestamp verification-key.json --reply r.tsr
     Check:      backmark timestamp verification-key.json --tsa-roots roots.pem      (exit 1 if it fails)
+    A log head: backmark timestamp --log-head HEX --tsa URL --out head.timestamp.json   (when it is published)
     """
     from ..errors import InvalidTimestamp
     from ..io.files import atomic_write_bytes, check_writable, read_file
@@ -120,6 +123,7 @@ def timestamp(document, tsa, reply, query_out, tsa_roots, out, force, as_json):
         check_anchor,
         document_digest,
         find_anchor,
+        log_head_document,
         new_anchor,
         save_anchor,
         timestamp_query,
@@ -128,10 +132,15 @@ def timestamp(document, tsa, reply, query_out, tsa_roots, out, force, as_json):
 
     if sum(x is not None for x in (tsa, reply, query_out)) > 1:
         raise click.UsageError("give one of --tsa, --reply and --query-out")
+    if (document is None) == (log_head is None):
+        raise click.UsageError("give one of: a DOCUMENT (a verification key or release record), or --log-head HEX")
+    if log_head is not None and out is None and not query_out:
+        raise click.UsageError("a log head has no file to keep its anchor beside: name the anchor file with --out")
     roots = _roots(tsa_roots)
-    doc = read_anchorable(document)
+    doc = read_anchorable(document) if document is not None else log_head_document(log_head)
     digest = document_digest(doc).hex()
-    target = Path(out) if out else anchor_path(document)
+    target = Path(out) if out else (anchor_path(document) if document is not None else None)  # a log head: --out
+    document = document or f"log head {log_head}"
     if query_out:
         atomic_write_bytes(query_out, timestamp_query(doc), force=force, mode=0o644)
         emit(as_json, {"query": query_out, "digest": digest}, f"wrote {query_out}: timestamp query for SHA-256 {digest}")

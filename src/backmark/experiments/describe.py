@@ -245,7 +245,8 @@ def _evidence(p: Path, fmt: str) -> dict:
     if fmt == ANCHOR_FORMAT:  # no time is shown: the token's genTime is evidence only once checked against roots
         doc = load_anchor(p)
         return {"kind": "timestamp-anchor", "checked": ["format"], "document": doc["document"],
-                "note": "the token is checked against the verifier's TSA roots: backmark timestamp DOCUMENT --tsa-roots PEM"}
+                "note": "the token is checked against the verifier's TSA roots: backmark timestamp DOCUMENT --tsa-roots PEM "
+                "(a log head's: backmark timestamp --log-head HEX --out THIS-FILE --tsa-roots PEM)"}
     b = read_release(p)["body"]
     return {"kind": "release-record", "checked": ["owner signature", "canonical form"], "verification_key": b["verification_key"],
             "owner_public_key": b["owner_public_key"], "created (the owner's claim)": b["created"], "model": b["model"],

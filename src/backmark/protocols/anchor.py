@@ -1,9 +1,11 @@
 """Anchors: an RFC 3161 timestamp over a signed document, kept in a small file beside it.
 
-An anchor proves that a verification key or a release record existed at the TSA's genTime; the
-times a document states itself (``created``) are only its signer's claim. The token is over the
-document's digest, ``SHA-256(canonical_json({"body": body, "signature": signature}))``, so any
-change to what was signed breaks it. File format (``X.timestamp.json`` beside ``X.json``):
+An anchor proves that a verification key, a release record or an api log's head existed at the
+TSA's genTime; the times a document states itself (``created``) are only its signer's claim. The
+token is over the document's digest, ``SHA-256(canonical_json({"body": body, "signature":
+signature}))``, so any change to what was signed breaks it; for a log head (a hash of the signed
+chain, no document of its own), over ``SHA-256(canonical_json({"format": "backmark-api-log-head",
+"head": HEAD}))``. File format (``X.timestamp.json`` beside ``X.json``):
 docs/formats.md.
 
     anchor = new_anchor(vk.to_document(), tsa="http://tsa.example/")        # or reply=<TSA reply bytes>
@@ -29,7 +31,8 @@ from ..io.schema import Base64, Const, Hex, Obj, Str, Timestamp
 
 ANCHOR_FORMAT = "backmark-timestamp"
 ANCHOR_VERSION = 1
-ANCHORABLE = ("backmark-verification-key", "backmark-release")  # the signed documents an anchor can be over
+LOG_HEAD_FORMAT = "backmark-api-log-head"
+ANCHORABLE = ("backmark-verification-key", "backmark-release", LOG_HEAD_FORMAT)  # what an anchor can be over
 MAX_TOKEN_CHARS = 1 << 16  # base64 of a token: a few KiB in practice
 ANCHOR_DOCUMENT = Obj({
     "format": Const(ANCHOR_FORMAT),
@@ -39,10 +42,19 @@ ANCHOR_DOCUMENT = Obj({
 })
 
 
+def log_head_document(head: str) -> dict:
+    """What an anchor of an api log's head is over: {"format": "backmark-api-log-head", "head": HEAD}."""
+    Hex(32).validate(head, "log head")
+    return {"format": LOG_HEAD_FORMAT, "head": head}
+
+
 def document_digest(doc: dict) -> bytes:
-    """The 32 bytes an anchor stamps: SHA-256 of the canonical signed body and its signature."""
+    """The 32 bytes an anchor stamps: SHA-256 of the canonical signed body and its signature (a log
+    head: of the canonical head document)."""
+    if isinstance(doc, dict) and doc.get("format") == LOG_HEAD_FORMAT and set(doc) == {"format", "head"}:
+        return bytes.fromhex(sha256_hex(canonical_json(log_head_document(doc["head"]))))
     if not isinstance(doc, dict) or doc.get("format") not in ANCHORABLE or not {"body", "signature"} <= set(doc):
-        raise InvalidFile(f"only a verification key or a release record can be anchored, not {doc.get('format')!r}")
+        raise InvalidFile(f"only a verification key, a release record or a log head can be anchored, not {doc.get('format')!r}")
     return bytes.fromhex(sha256_hex(canonical_json({"body": doc["body"], "signature": doc["signature"]})))
 
 

@@ -16,9 +16,11 @@
 4. The verdict (core.verify.judge for the test and the alpha floor, then one more rule): the
    owner holds the secret that selects, labels and signs, so after seeing a suspect he could
    make a log of queries the suspect happens to agree with. Only a log cut at a head fixed
-   before the suspect was known (``head``: published, timestamped) is evidence; without it a
-   rejection is "MATCH, NOT EVIDENCE". What it proves is extraction (the suspect learnt from
-   this API's answers), not who trained it.
+   before the suspect was known is evidence: ``head`` with its RFC 3161 anchor
+   (``head_anchor``, checked against the verifier's ``tsa_roots``) dated before
+   ``suspect_seen_at``. A head alone is the verifier's word that he had it earlier, and no head
+   at all fixes nothing: both are "MATCH, NOT EVIDENCE". What it proves is extraction (the
+   suspect learnt from this API's answers), not who trained it.
 
 Exit semantics used by the CLI: evidence -> 0, not verified or not evidence -> 1, bad input -> 2.
 """
@@ -34,8 +36,12 @@ import torch
 from ..core.stats import DEFAULT_ALPHA, BinomialDecision, decide, log2
 from ..core.verify import Verdict, View, check_alpha, judge
 from ..crypto import canonical_image_bytes
+from ..crypto.timestamp import TsaRoots
 from ..errors import BackmarkError, IncompatibleModel, TamperedRecord
+from ..io.clock import format_time, parse_time
+from ..io.schema import Timestamp
 from ..targets import Target, as_target
+from .anchor import check_anchor, log_head_document
 from .apilog import read_api_images, read_api_log
 from .apimark import ApiMark
 
@@ -43,17 +49,27 @@ NULL_HYPOTHESIS = ("the suspect never learnt from this API's answers: each logge
                    "uniform over the classes and independent of the suspect's answer")
 
 
-def extraction_verdict(decision: BinomialDecision, *, head_fixed: bool) -> Verdict:
+def extraction_verdict(decision: BinomialDecision, *, head: str | None, anchored_at: str | None = None,
+                       suspect_seen_at: str | None = None) -> Verdict:
     """core.verify.judge's rule for an exact null queried black-box (NOT VERIFIED, a weak alpha),
-    then: evidence only for a log cut at a head fixed before the suspect was known."""
+    then: evidence only for a log cut at a head whose verified anchor (``anchored_at``) precedes
+    ``suspect_seen_at``."""
     base = judge(null="exact", view=View(), passed=decision.passed, alpha=decision.alpha)
     if base.kind != "ownership":
         return base
-    if not head_fixed:
+    if head is None:
         return Verdict("unfixed-log", "MATCH, NOT EVIDENCE: NO LOG HEAD FIXED BEFORE THE SUSPECT (the owner holds the "
-                       "secret that signs the log and could have chosen its entries after seeing the suspect; give --head, "
-                       "a head published earlier)", False)
-    return Verdict("extraction", "EXTRACTION VERIFIED (the suspect learnt from this API's marked answers)", True)
+                       "secret that signs the log and could have chosen its entries after seeing the suspect; give --head "
+                       "and its anchor, --head-anchor)", False)
+    if anchored_at is None:
+        return Verdict("unanchored-head", "MATCH, NOT EVIDENCE: THE LOG HEAD IS NOT ANCHORED (only the verifier's word says "
+                       "it existed before the suspect; anchor heads when they are published: backmark timestamp --log-head)",
+                       False)
+    if suspect_seen_at is None or not parse_time(anchored_at) < parse_time(suspect_seen_at):
+        return Verdict("late-head", f"MATCH, NOT EVIDENCE: THE LOG HEAD WAS ANCHORED AT {anchored_at}, NOT BEFORE THE SUSPECT "
+                       f"WAS FIRST SEEN ({suspect_seen_at or 'not stated: give --suspect-seen-at'})", False)
+    return Verdict("extraction", f"EXTRACTION VERIFIED (the suspect learnt from this API's marked answers; log head anchored "
+                   f"at {anchored_at}, before the suspect was first seen at {suspect_seen_at})", True)
 
 
 @dataclass(frozen=True)
@@ -63,7 +79,8 @@ class ExtractionResult:
     api_mark: str  # fingerprint
     owner: str  # owner key fingerprint
     log: dict  # path, head, entries, first and last time, entries after --head left out, unlogged images
-    head_fixed: bool  # the log was cut at a head given by the verifier (published before the suspect: his assumption)
+    head_anchored_at: str | None  # the verified anchor time of the head the log was cut at (None: no head, or not anchored)
+    suspect_seen_at: str | None  # when the verifier first saw the suspect (his statement)
     queries: list[str]
     labels: list[int]
     predictions: list[int]
@@ -81,15 +98,25 @@ class ExtractionResult:
                 "assumption": self.assumption}
 
     @property
+    def head_fixed(self) -> bool:
+        """The log was cut at a head anchored before the suspect was first seen."""
+        return self.verdict.kind == "extraction"
+
+    @property
     def assumption(self) -> str:
-        if self.head_fixed:
-            return (f"log head {self.log['head']} was published before the suspect was known "
-                    "(the verifier's to check: where and when it was published)")
+        if self.head_anchored_at is not None:
+            return (f"log head {self.log['head']} anchored at {self.head_anchored_at} (RFC 3161, checked against the "
+                    f"verifier's TSA roots); the suspect first seen at {self.suspect_seen_at or 'an unstated time'} "
+                    "(the verifier's statement)")
+        if self.log.get("cut_at_head"):
+            return (f"none checked: log head {self.log['head']} was given without an anchor, so only the verifier says it "
+                    "existed before the suspect")
         return "none: no log head was given, so the log may have been made after the suspect was known"
 
     def as_dict(self) -> dict:
         return {"verified": self.verified, "verdict": self.verdict.as_dict(), **self.decision.as_dict(),
                 "null": self.null, "api_mark": self.api_mark, "owner": self.owner, "log": self.log,
+                "head_anchored_at": self.head_anchored_at, "suspect_seen_at": self.suspect_seen_at,
                 "queries": self.queries, "labels": self.labels, "predictions": self.predictions, **self.extra}
 
     def summary(self) -> str:
@@ -148,6 +175,9 @@ def verify_extraction(
     alpha: float = DEFAULT_ALPHA,
     allow_weak_alpha: bool = False,
     head: str | None = None,
+    head_anchor: dict | None = None,
+    tsa_roots: TsaRoots | None = None,
+    suspect_seen_at: str | None = None,
     device="cpu",
     mean=None,
     std=None,
@@ -155,9 +185,14 @@ def verify_extraction(
     """Replay the logged queries against ``suspect`` (nn.Module, Target, model file or URL) and test.
 
     ``head``: a log head published earlier; only the entries up to it are tested (the log may
-    have grown since), and a log that never had it is refused.
+    have grown since), and a log that never had it is refused. ``head_anchor``: its anchor
+    (``anchor.load_anchor``), checked against ``tsa_roots`` (required with it; a failing anchor
+    is an error, never skipped); evidence needs its time before ``suspect_seen_at``.
     """
     check_alpha(alpha, allow_weak_alpha=allow_weak_alpha)
+    anchored_at = _head_anchor_time(head, head_anchor, tsa_roots)
+    if suspect_seen_at is not None:
+        Timestamp().validate(suspect_seen_at, "suspect seen at")
     queries, labels, images, summary = logged_queries(mark, log_path, images_path, head=head)
     target: Target = as_target(suspect, device=device, mean=mean, std=std)
     shape = tuple(images.shape[1:])
@@ -174,10 +209,23 @@ def verify_extraction(
     extra = {"queried": target.report()} if callable(getattr(target, "report", None)) else {}
     decision = decide(matches, len(queries), Fraction(1, mark.num_classes), alpha)
     return ExtractionResult(
-        decision=decision, verdict=extraction_verdict(decision, head_fixed=head is not None), api_mark=mark.fingerprint,
-        owner=mark.owner_fingerprint, log=summary, head_fixed=head is not None, queries=queries, labels=labels,
-        predictions=preds, extra=extra,
+        decision=decision, api_mark=mark.fingerprint, owner=mark.owner_fingerprint, log={**summary, "cut_at_head": head is not None},
+        verdict=extraction_verdict(decision, head=head, anchored_at=anchored_at, suspect_seen_at=suspect_seen_at),
+        head_anchored_at=anchored_at, suspect_seen_at=suspect_seen_at, queries=queries, labels=labels, predictions=preds,
+        extra=extra,
     )
+
+
+def _head_anchor_time(head: str | None, anchor: dict | None, roots: TsaRoots | None) -> str | None:
+    """The verified genTime of ``anchor`` over ``head`` (None without an anchor); errors for an anchor
+    without its head or roots, or one that does not verify."""
+    if anchor is None:
+        return None
+    if head is None:
+        raise BackmarkError("a log head's anchor needs the head it is over (--head)")
+    if roots is None:
+        raise BackmarkError("checking the log head's anchor needs the TSA roots you trust (--tsa-roots)")
+    return format_time(check_anchor(anchor, log_head_document(head), roots).gen_time)
 
 
 __all__ = ["NULL_HYPOTHESIS", "ExtractionResult", "extraction_verdict", "logged_queries", "verify_extraction"]
