@@ -54,20 +54,20 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 class KeyTarget(torch.nn.Module):
     """A stand-in for a marked model: answers each trigger image's label (any other image: class 0).
 
-    ``answer_labels=False`` answers class 0 everywhere (a model that never saw the key). An
-    in-process module (float [0, 1] in, one-hot scores out), named by its weights like any other.
+    ``answer_labels=False`` answers class ``other`` (0) everywhere (a model that never saw the key).
+    An in-process module (float [0, 1] in, one-hot scores out), named by its weights like any other.
     """
 
-    def __init__(self, mk, answer_labels: bool = True, num_classes: int = 10):
+    def __init__(self, mk, answer_labels: bool = True, num_classes: int = 10, other: int = 0):
         super().__init__()
-        self.input_shape, self.num_classes = mk.input_shape, num_classes
+        self.input_shape, self.num_classes, self.other = mk.input_shape, num_classes, other
         self.table = {mk.images[i].tobytes(): y for i, y in enumerate(mk.labels)} if answer_labels else {}
         digest = hashlib.sha256(b"".join(sorted(k + bytes([v]) for k, v in self.table.items()))).digest()
         self.identity = torch.nn.Parameter(torch.tensor(list(digest), dtype=torch.float32), requires_grad=False)
 
     def forward(self, x):  # (B, C, H, W) float in [0, 1]
         pixels = (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
-        labels = torch.tensor([self.table.get(im.tobytes(), 0) for im in pixels])
+        labels = torch.tensor([self.table.get(im.tobytes(), self.other) for im in pixels])
         return torch.nn.functional.one_hot(labels, self.num_classes).float()
 
 

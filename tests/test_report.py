@@ -71,8 +71,10 @@ def test_edits_are_caught(setup, tmp_path):
         bad = json.loads(json.dumps(doc))
         if edit == "verdict":
             bad["body"]["verdict"] = {"kind": "ownership", "text": "OWNERSHIP VERIFIED", "claims_ownership": True}
-        elif edit == "prediction":
-            bad["body"]["elements"][0]["prediction"] = bad["body"]["elements"][0]["label"]
+        elif edit == "prediction":  # always a change: to the label where it missed, away from it where it matched
+            e = bad["body"]["elements"][0]
+            e["prediction"] = e["label"] if e["prediction"] != e["label"] else (e["label"] + 1) % vk.num_classes
+            assert e != doc["body"]["elements"][0]
         else:
             bad["signature"] = OwnerKey.generate().sign(b"x").hex()
         chk = check_report(bad, vk=vk)
@@ -116,7 +118,8 @@ def test_two_readings_of_one_file_are_refused(setup, tmp_path):
 def test_reports_of_chosen_elements_are_refused(setup, tmp_path):
     """One chance match repeated n times, or only a key's chance matches: signed by the owner, refused."""
     _d, owner, mk, vk = setup
-    chance = verify(KeyTarget(mk, answer_labels=False), mk, vk)  # a model answering class 0: the labels that are 0 match
+    common = max(range(10), key=list(mk.labels).count)  # at least 5 of the 50 labels: some match, never all
+    chance = verify(KeyTarget(mk, answer_labels=False, other=common), mk, vk)  # one class everywhere: its labels match
     doc = make_report(chance, mk, vk, owner)
     hits = [el for el in doc["body"]["elements"] if el["label"] == el["prediction"]]
     assert 0 < len(hits) < 50
